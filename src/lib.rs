@@ -5,7 +5,12 @@
 //! - `protocol` — the wire protocol v1 (sans-IO): messages, codec, TCP
 //!   framing, heartbeat delta compression, gateway batches, UDP datagrams.
 //!   `protocol-spec/SPEC.md` is its normative description.
+//! - `presence` — sessions, aggregated status, expiry, grace windows,
+//!   watches and the privacy policy point (sans-IO: time is passed in).
+//! - `auth` — the server secret, signed tokens and UDP key derivation.
 //!
 //! The binary `heartline` (src/main.rs) is a thin shell over this library.
 
+pub mod auth;
+pub mod presence;
 pub mod protocol;

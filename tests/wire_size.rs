@@ -16,16 +16,15 @@ fn frame_len(msg: &Message) -> usize {
 }
 
 proptest! {
-    /// A client ticking on absolute deadlines is a few ms off at most; any
-    /// jitter up to ±2 s still fits.
+    /// A client ticking on absolute deadlines sends each heartbeat a few ms
+    /// off its deadline; anything within ±1 s of it still fits.
     #[test]
-    fn steady_heartbeat_fits_in_four_bytes(interval in 1_000u32..=600_000, jitters in prop::collection::vec(-2_047i64..=2_047, 1..100)) {
+    fn steady_heartbeat_fits_in_four_bytes(interval in 5_000u32..=600_000, offsets in prop::collection::vec(-1_023i64..=1_023, 1..100)) {
         let mut sender = HeartbeatState::new(interval);
-        let (mut seq, mut ts) = (0u32, 0u32);
-        for jitter in jitters {
-            seq = seq.wrapping_add(1);
-            ts = ts.wrapping_add((i64::from(interval) + jitter) as u32);
-            let hb = sender.encode(seq, ts, Status::Online);
+        for (n, offset) in offsets.into_iter().enumerate() {
+            let deadline = (n as i64 + 1) * i64::from(interval);
+            let ts = (deadline + offset).rem_euclid(1 << 32) as u32;
+            let hb = sender.encode(n as u32 + 1, ts, Status::Online);
             prop_assert!(frame_len(&Message::Heartbeat(hb)) <= 4);
         }
     }

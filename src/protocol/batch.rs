@@ -237,20 +237,22 @@ pub fn write(dst: &mut BytesMut, entries: &[BatchEntry]) -> Result<(), BatchErro
     let status_bits = if flagged > 0 { entries.len() + STATUS_BITS * flagged } else { 0 };
     let start = dst.len();
     dst.resize(start + (gap_bits + status_bits).div_ceil(8), 0);
+    // Plain range stores: bitvec's splitting iterators (`chunks_exact_mut`,
+    // `split_at_mut`) would alias the bytes and make every store atomic.
     let bits = dst[start..].view_bits_mut::<Msb0>();
     if width > 0 {
-        for (pair, slot) in entries.windows(2).zip(bits.chunks_exact_mut(width)) {
-            slot.store_be(pair[1].0 - pair[0].0 - 1);
+        for (i, pair) in entries.windows(2).enumerate() {
+            bits[i * width..(i + 1) * width].store_be(pair[1].0 - pair[0].0 - 1);
         }
     }
     if flagged > 0 {
-        let (flags, statuses) = bits[gap_bits..].split_at_mut(entries.len());
-        for ((_, status), mut flag) in entries.iter().zip(flags.iter_mut()) {
-            *flag = status.is_some();
-        }
-        let changes = entries.iter().filter_map(|(_, status)| *status);
-        for (status, slot) in changes.zip(statuses.chunks_exact_mut(STATUS_BITS)) {
-            slot.store_be(status as u8);
+        let mut at = gap_bits + entries.len();
+        for (i, (_, status)) in entries.iter().enumerate() {
+            if let Some(status) = status {
+                bits.set(gap_bits + i, true);
+                bits[at..at + STATUS_BITS].store_be(*status as u8);
+                at += STATUS_BITS;
+            }
         }
     }
     Ok(())

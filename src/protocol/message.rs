@@ -11,13 +11,13 @@ use super::batch::Batch;
 
 /// Declares a `u8`-valued wire enumeration with a checked conversion.
 macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $value:literal,)* }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal,)* }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         #[repr(u8)]
         pub enum $name {
-            $($variant = $value,)*
+            $($(#[$vmeta])* $variant = $value,)*
         }
 
         impl TryFrom<u8> for $name {
@@ -35,7 +35,8 @@ macro_rules! wire_enum {
 wire_enum! {
     /// A presence status. Clients may set `Online` ..= `Invisible`; `Offline`
     /// is only ever reported.
-    Status { Offline = 0, Online = 1, Away = 2, Busy = 3, Invisible = 4, }
+    #[derive(Default)]
+    Status { #[default] Offline = 0, Online = 1, Away = 2, Busy = 3, Invisible = 4, }
 }
 
 impl Status {
@@ -47,7 +48,8 @@ impl Status {
 
 wire_enum! {
     /// The kind of device a session runs on.
-    Device { Unknown = 0, Desktop = 1, Mobile = 2, Web = 3, Bot = 4, }
+    #[derive(Default)]
+    Device { #[default] Unknown = 0, Desktop = 1, Mobile = 2, Web = 3, Bot = 4, }
 }
 
 wire_enum! {
