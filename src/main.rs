@@ -1,1 +1,135 @@
-fn main() {}
+//! The `heartline` binary: parses the command line, loads the config, and
+//! hands over to the library. anyhow lives here and nowhere else.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use heartline::auth::{self, Claims, Keyring, Secret, Subject};
+use heartline::config::{Config, Overrides};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// heartline: who is online right now, and what they posted.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (TCP and UDP on 127.0.0.1:7400, data in ./heartline-data by default).
+    Serve(ServeArgs),
+    /// Print a token for a user or a gateway, signed with the data dir's secret.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML config file.
+    #[arg(long, env = "HEARTLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (secret and durable store).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// TCP listen address.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// UDP heartbeat address.
+    #[arg(long)]
+    udp: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false, id = "subject")]
+struct SubjectArgs {
+    /// A user id: the token opens client sessions for this user.
+    #[arg(long, group = "subject")]
+    user: Option<u64>,
+    /// A gateway name: the token opens sessions for many users and sends batches.
+    #[arg(long, group = "subject")]
+    gateway: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    subject: SubjectArgs,
+    /// How long the token is valid (e.g. 1h, 30d).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+impl Common {
+    fn load(&self, overrides: Overrides) -> anyhow::Result<Config> {
+        let overrides = Overrides { data_dir: self.data_dir.clone(), ..overrides };
+        Config::load(self.config.as_deref(), &overrides).context("invalid configuration")
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.common.load(Overrides { listen: args.listen, udp: args.udp, ..Overrides::default() })?;
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let running = heartline::server::start(config).await?;
+        let shutdown = running.shutdown_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+        running.stopped().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let config = args.common.load(Overrides::default())?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let secret = Secret::load_or_create(&config.data_dir.join("secret")).context("cannot read the secret")?;
+    let subject = match (args.subject.user, args.subject.gateway) {
+        (Some(user), None) => Subject::User(user),
+        (None, Some(name)) if (1..=auth::MAX_GATEWAY_NAME).contains(&name.len()) => Subject::Gateway(name),
+        (None, Some(_)) => bail!("a gateway name has 1 to {} bytes", auth::MAX_GATEWAY_NAME),
+        _ => bail!("give --user or --gateway"),
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let claims = Claims { subject, expires_at: now.saturating_add(args.ttl.as_secs()) };
+    let keyring = Keyring { current: secret, previous: None };
+    println!("{}", auth::to_text(&keyring.issue(&claims)));
+    Ok(())
+}

@@ -32,8 +32,9 @@ fn ids(max: usize) -> impl Strategy<Value = Vec<u64>> {
 }
 
 fn presence_entry() -> impl Strategy<Value = PresenceEntry> {
-    (any::<u64>(), status(), any::<u64>(), any::<u64>(), text())
-        .prop_map(|(user, status, version, last_seen_ms, text)| PresenceEntry { user, status, version, last_seen_ms, text })
+    (any::<u64>(), status(), any::<u64>(), any::<u64>(), text()).prop_map(
+        |(user, status, version, last_seen_ms, text)| PresenceEntry { user, status, version, last_seen_ms, text },
+    )
 }
 
 fn item() -> impl Strategy<Value = Item> {
@@ -82,7 +83,16 @@ fn message() -> impl Strategy<Value = Message> {
                 resume,
                 token,
             })),
-        (any::<u8>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>(), any::<u32>(), any::<u16>(), any::<[u8; 16]>())
+        (
+            any::<u8>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<[u8; 16]>()
+        )
             .prop_map(|(version, session, hi, ttl, time, max_frame, udp_port, udp_key)| {
                 Message::Welcome(Welcome {
                     version,
@@ -96,10 +106,8 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             }),
         Just(Message::Bye),
-        ((0u8..=2), any::<u32>()).prop_map(|(r, ms)| Message::Goaway {
-            reason: GoawayReason::try_from(r).unwrap(),
-            reconnect_after_ms: ms
-        }),
+        ((0u8..=2), any::<u32>())
+            .prop_map(|(r, ms)| Message::Goaway { reason: GoawayReason::try_from(r).unwrap(), reconnect_after_ms: ms }),
         (req(), any::<u16>(), text()).prop_map(|(req, code, message)| Message::Error { req, code, message }),
         req().prop_map(|req| Message::Ok { req }),
         (-(1i64 << 32) + 1..1i64 << 32, any::<u32>(), prop::option::of(settable()))
@@ -117,7 +125,8 @@ fn message() -> impl Strategy<Value = Message> {
             Message::StatsReply { req, stats: Stats { online_users, sessions, watches, connections } }
         }),
         (req(), prop::collection::vec((any::<u64>(), device(), settable()), 1..50)).prop_map(|(req, entries)| {
-            let entries = entries.into_iter().map(|(user, device, status)| OpenEntry { user, device, status }).collect();
+            let entries =
+                entries.into_iter().map(|(user, device, status)| OpenEntry { user, device, status }).collect();
             Message::Open { req, entries }
         }),
         (req(), ids(50)).prop_map(|(req, sessions)| Message::Opened { req, sessions }),

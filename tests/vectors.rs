@@ -285,12 +285,15 @@ mod cases {
                 "set_status_gateway_utf8",
                 Message::SetStatus { req: 3, session: Some(99), status: Status::Away, text: text("café ☕") },
             ),
-            ("set_status_max_text", Message::SetStatus {
-                req: 4,
-                session: None,
-                status: Status::Online,
-                text: text(&"x".repeat(limits::MAX_STATUS_TEXT)),
-            }),
+            (
+                "set_status_max_text",
+                Message::SetStatus {
+                    req: 4,
+                    session: None,
+                    status: Status::Online,
+                    text: text(&"x".repeat(limits::MAX_STATUS_TEXT)),
+                },
+            ),
             ("watch", Message::Watch { req: 5, users: vec![1, 2, 300, u64::MAX] }),
             ("watch_empty", Message::Watch { req: 6, users: vec![] }),
             ("watch_max_ids", Message::Watch { req: 7, users: (1..=limits::MAX_IDS as u64).collect() }),
@@ -316,7 +319,12 @@ mod cases {
                 "stats_reply",
                 Message::StatsReply {
                     req: 11,
-                    stats: Stats { online_users: 9_500_000, sessions: 10_000_000, watches: 123_456, connections: 19_000 },
+                    stats: Stats {
+                        online_users: 9_500_000,
+                        sessions: 10_000_000,
+                        watches: 123_456,
+                        connections: 19_000,
+                    },
                 },
             ),
             (
@@ -518,11 +526,7 @@ mod cases {
             ("graph_bad_op", framed("33 01 00 01"), Malformed),
             ("timeline_limit_zero", framed("34 01 00 00 00"), Malformed),
             ("timeline_limit_over_100", framed("34 01 00 00 65"), LimitExceeded),
-            (
-                "timeline_since_with_min",
-                framed("34 01 00 06 0000000000000001 0000000000000002 0a"),
-                Malformed,
-            ),
+            ("timeline_since_with_min", framed("34 01 00 06 0000000000000001 0000000000000002 0a"), Malformed),
             ("timeline_bad_source", framed("34 01 02 00 32"), Malformed),
             ("timeline_reserved_cursor_flag", framed("34 01 00 08 32"), Malformed),
             ("live_bad_flag", framed("36 01 02"), Malformed),
@@ -578,7 +582,12 @@ mod cases {
             ("tampered_status", vec![], tampered, DropReason::BadTag),
             ("unknown_type", vec![], bad_type, DropReason::UnknownType),
             ("too_short", vec![], hex::decode("0101000100000000000000").unwrap(), DropReason::BadLength),
-            ("status_undefined_with_good_tag", vec![], sealed_raw(&[0x01, 0x01, 0x00, 0x01, 0x09], 1), DropReason::Malformed),
+            (
+                "status_undefined_with_good_tag",
+                vec![],
+                sealed_raw(&[0x01, 0x01, 0x00, 0x01, 0x09], 1),
+                DropReason::Malformed,
+            ),
             ("id_varint_overlong", vec![], hex::decode("01800000010000000000000000").unwrap(), DropReason::Malformed),
         ]
     }

@@ -1,6 +1,5 @@
 //! Authentication for the reference server: the server secret, the signed
-//! tokens presented in HELLO, and the per-session UDP keys handed out in
-//! WELCOME.
+//! tokens presented in HELLO, and the UDP keys handed out in WELCOME.
 //!
 //! Sans-IO except for [`Secret::load`] and [`Secret::load_or_create`], which
 //! own the secret file. It must not decide what a verified subject may do —
@@ -34,10 +33,7 @@ use hmac::Mac;
 
 use crate::protocol::ErrorCode;
 
-/// Domain separation from token tags, which use the same secrets.
-const UDP_CONTEXT: &[u8] = b"heartline udp v1";
-
-/// The secrets that sign tokens and derive UDP keys.
+/// The secrets that sign tokens.
 ///
 /// `previous` is the secret before the last rotation. Tokens it signed stay
 /// valid until they expire or it is dropped, so a rotation does not log
@@ -48,30 +44,55 @@ pub struct Keyring {
     pub previous: Option<Secret>,
 }
 
-impl Keyring {
-    /// The UDP key of a session (SPEC.md §8.8): the first 16 bytes of
-    /// HMAC-SHA256(current, "heartline udp v1" || boot_nonce || session || owner).
-    ///
-    /// `boot_nonce` is random per process start and `owner` (the connection
-    /// that owns the session) is never reused within a boot, so no key
-    /// outlives its session. The server derives the key for every datagram,
-    /// hence no allocation.
-    ///
-    /// Only the current secret is used: after a rotation every session's key
-    /// changes, and a client only learns its new key from the WELCOME of its
-    /// next connection. That is accepted; rotations are rare.
-    pub fn udp_key(&self, boot_nonce: &[u8; 16], session: u64, owner: u32) -> [u8; 16] {
+/// What a UDP key authenticates: the MAC of one kind of datagram never
+/// verifies as the other, even for equal ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum UdpPeer {
+    Session = 0,
+    Gateway = 1,
+}
+
+/// Derives the UDP keys handed out in WELCOME (SPEC.md §8.8).
+///
+/// The master key is random per process start and never stored, so keys do
+/// not survive a restart, and it is separate from the token secrets, so a
+/// rotation of those does not break live UDP sessions. `owner` (the
+/// connection that owns the session) is never reused within a boot, so no
+/// key outlives the session it was given to.
+pub struct UdpKeys {
+    master: hmac::Hmac<sha2::Sha256>,
+}
+
+impl UdpKeys {
+    pub fn generate() -> std::io::Result<Self> {
+        let mut master = [0u8; 32];
+        getrandom::getrandom(&mut master)?;
+        let master = hmac::Hmac::new_from_slice(&master).expect("HMAC takes keys of any length");
+        Ok(Self { master })
+    }
+
+    /// First 16 bytes of HMAC-SHA256(master, "heartline udp v1" || peer || id || owner).
+    /// Called for every datagram: no allocation; the keyed state is cloned.
+    pub fn derive(&self, peer: UdpPeer, id: u64, owner: u32) -> crate::protocol::udp::Key {
         let digest = self
-            .current
-            .mac(UDP_CONTEXT)
-            .chain_update(boot_nonce)
-            .chain_update(session.to_be_bytes())
+            .master
+            .clone()
+            .chain_update(b"heartline udp v1")
+            .chain_update([peer as u8])
+            .chain_update(id.to_be_bytes())
             .chain_update(owner.to_be_bytes())
             .finalize()
             .into_bytes();
         let mut key = [0; 16];
         key.copy_from_slice(&digest[..16]);
         key
+    }
+}
+
+impl std::fmt::Debug for UdpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UdpKeys(..)")
     }
 }
 
@@ -103,39 +124,20 @@ impl AuthError {
 mod tests {
     use super::*;
 
-    fn keyring() -> Keyring {
-        Keyring { current: Secret::generate().unwrap(), previous: None }
-    }
-
     #[test]
-    fn udp_key_is_deterministic_and_differs_when_any_input_differs() {
-        let keys = keyring();
-        let nonce = [7; 16];
-        let base = keys.udp_key(&nonce, 1000, 3);
-        assert_eq!(keys.udp_key(&nonce, 1000, 3), base);
-
-        let mut other_nonce = nonce;
-        other_nonce[15] ^= 1;
+    fn udp_keys_differ_when_any_input_differs() {
+        let keys = UdpKeys::generate().unwrap();
+        let base = keys.derive(UdpPeer::Session, 1000, 3);
+        assert_eq!(keys.derive(UdpPeer::Session, 1000, 3), base);
         let variants = [
-            keys.udp_key(&other_nonce, 1000, 3),
-            keys.udp_key(&nonce, 1001, 3),
-            keys.udp_key(&nonce, 1000, 4),
-            keyring().udp_key(&nonce, 1000, 3),
+            keys.derive(UdpPeer::Gateway, 1000, 3),
+            keys.derive(UdpPeer::Session, 1001, 3),
+            keys.derive(UdpPeer::Session, 1000, 4),
+            UdpKeys::generate().unwrap().derive(UdpPeer::Session, 1000, 3),
         ];
         for (i, key) in variants.iter().enumerate() {
             assert_ne!(*key, base, "variant {i}");
         }
-    }
-
-    #[test]
-    fn udp_key_comes_from_the_current_secret_only() {
-        let nonce = [1; 16];
-        let old = keyring();
-        let before = old.udp_key(&nonce, 5, 6);
-        let rotated = Keyring { current: Secret::generate().unwrap(), previous: Some(old.current) };
-        assert_ne!(rotated.udp_key(&nonce, 5, 6), before);
-        let swapped = Keyring { current: rotated.previous.unwrap(), previous: Some(rotated.current) };
-        assert_eq!(swapped.udp_key(&nonce, 5, 6), before);
     }
 
     #[test]

@@ -145,7 +145,9 @@ fn split(session: SessionId) -> Option<(usize, u32)> {
 
 impl Presence {
     pub fn new(config: PresenceConfig, now_ms: u64) -> Self {
-        let ticks = |ms: u32| (u64::from(ms).div_ceil(TICK_MS)) as u32;
+        // One tick more than the duration: `now` is rounded down to its tick,
+        // so a deadline rounded this way is never before the exact one.
+        let ticks = |ms: u32| (u64::from(ms).div_ceil(TICK_MS)) as u32 + 1;
         let timing = Timing {
             tick_ms: TICK_MS,
             base_ms: now_ms,
@@ -223,10 +225,11 @@ impl Presence {
         self.with_session(session, |shard, slot| shard.detach(slot, owner, now, &self.timing))
     }
 
-    /// Moves a session of `user` that is in its grace window to connection `owner`.
-    pub fn resume(&self, session: SessionId, user: u64, owner: u32, now_ms: u64) -> bool {
+    /// Moves a session of `user` that is in its grace window to connection
+    /// `owner`, which may or may not take UDP.
+    pub fn resume(&self, session: SessionId, user: u64, owner: u32, udp: bool, now_ms: u64) -> bool {
         let now = self.now(now_ms);
-        self.with_session(session, |shard, slot| Ok(shard.resume(slot, user, owner, now, &self.timing)))
+        self.with_session(session, |shard, slot| Ok(shard.resume(slot, user, owner, udp, now, &self.timing)))
             .unwrap_or(false)
     }
 
@@ -267,8 +270,9 @@ impl Presence {
         out
     }
 
-    /// The stored presence of a user with at least one session; `None` for
-    /// users offline (their last seen is in the durable store).
+    /// The stored presence of a user with a session, or who went offline
+    /// moments ago; `None` for the others (their last seen is in the durable
+    /// store).
     pub fn lookup(&self, user: u64) -> Option<Lookup> {
         self.shard(shard_of_user(user)).lookup(user, &self.timing)
     }
@@ -292,14 +296,21 @@ impl Presence {
         totals
     }
 
-    /// Users who went offline since the last call, with their last seen, for
-    /// the durable store.
-    pub fn take_last_seen(&self) -> Vec<(u64, u64)> {
+    /// Users gone offline whose last seen the store has not confirmed, for
+    /// the store. They stay readable here until [`Self::forget_last_seen`].
+    pub fn pending_last_seen(&self) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
         for index in 0..SHARDS {
-            self.shard(index).take_last_seen(&mut out);
+            self.shard(index).pending_last_seen(&mut out);
         }
         out
+    }
+
+    /// The store holds these now.
+    pub fn forget_last_seen(&self, written: &[(u64, u64)]) {
+        for &(user, last_seen) in written {
+            self.shard(shard_of_user(user)).forget_last_seen(user, last_seen);
+        }
     }
 
     /// Every user others see online, seen at `now_ms`: written at shutdown.

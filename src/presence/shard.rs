@@ -142,7 +142,9 @@ pub(crate) struct Shard {
     grace: VecDeque<(u32, u32, u32)>,
     windows: HashMap<u32, ReplayWindow>,
     watchers: HashMap<u64, Vec<u32>>,
-    last_seen: Vec<(u64, u64)>,
+    /// Users gone offline whose last seen the store has not confirmed yet:
+    /// (last seen ms, version).
+    offline: HashMap<u64, (u64, u64)>,
     live_sessions: u32,
     online_users: u32,
 }
@@ -165,7 +167,8 @@ impl Shard {
         // Versions follow the clock, so a user who comes back after their
         // record was dropped (or after a restart) still gets larger ones:
         // above anything stamped in this millisecond or before.
-        let version = (now.ms + 1) << VERSION_SHIFT;
+        let after_offline = self.offline.get(&id).map_or(0, |&(_, version)| version + 1);
+        let version = ((now.ms + 1) << VERSION_SHIFT).max(after_offline);
         let slot = self.users.insert(UserRecord { id, version, since: now.tick, counts: [0; 4] })?;
         let hash = self.hasher.hash_one(id);
         let (users, hasher) = (&self.users, &self.hasher);
@@ -224,7 +227,7 @@ impl Shard {
             user.version = (user.version + 1).max(now.ms << VERSION_SHIFT);
             let last_seen_ms = timing.ms(user.since);
             if status == Status::Offline {
-                self.last_seen.push((user.id, last_seen_ms));
+                self.offline.insert(user.id, (last_seen_ms, user.version));
             }
             change = Some(Change {
                 user: user.id,
@@ -355,7 +358,7 @@ impl Shard {
     }
 
     /// A session of `user_id` in its grace window moves to a new connection.
-    pub fn resume(&mut self, slot: u32, user_id: u64, owner: u32, now: Now, timing: &Timing) -> bool {
+    pub fn resume(&mut self, slot: u32, user_id: u64, owner: u32, udp: bool, now: Now, timing: &Timing) -> bool {
         let users = &self.users;
         let Some(rec) = self.sessions.get_mut(slot) else { return false };
         if rec.state != State::Grace || users.get(rec.user).map(|u| u.id) != Some(user_id) {
@@ -363,6 +366,7 @@ impl Shard {
         }
         rec.state = State::Active;
         rec.owner = owner;
+        rec.udp = udp;
         rec.deadline = now.tick + timing.ttl;
         // A new owner means a new UDP key: its sequence numbers start over.
         self.windows.remove(&slot);
@@ -431,7 +435,11 @@ impl Shard {
                         self.sessions.remove(slot);
                     }
                     State::Active | State::Grace if rec.deadline <= now.tick => {
-                        let since = if rec.state == State::Active { rec.deadline - timing.ttl } else { rec.deadline - timing.grace };
+                        let since = if rec.state == State::Active {
+                            rec.deadline - timing.ttl
+                        } else {
+                            rec.deadline - timing.grace
+                        };
                         if rec.state == State::Active {
                             expired.push((slot, rec.owner));
                         }
@@ -447,8 +455,11 @@ impl Shard {
     }
 
     pub fn lookup(&self, user_id: u64, timing: &Timing) -> Option<Lookup> {
-        let slot = self.find_user(user_id)?;
-        let user = self.users.get(slot)?;
+        let Some(user) = self.find_user(user_id).and_then(|slot| self.users.get(slot).map(|u| (slot, u))) else {
+            let &(last_seen_ms, version) = self.offline.get(&user_id)?;
+            return Some(Lookup { version, last_seen_ms, ..Lookup::default() });
+        };
+        let (slot, user) = user;
         Some(Lookup {
             status: user.public(),
             own: user.own(),
@@ -479,8 +490,15 @@ impl Shard {
         (u64::from(self.online_users), u64::from(self.live_sessions), watches)
     }
 
-    pub fn take_last_seen(&mut self, out: &mut Vec<(u64, u64)>) {
-        out.append(&mut self.last_seen);
+    pub fn pending_last_seen(&self, out: &mut Vec<(u64, u64)>) {
+        out.extend(self.offline.iter().map(|(&user, &(last_seen, _))| (user, last_seen)));
+    }
+
+    /// Drops pending entries the store now holds (unless they changed since).
+    pub fn forget_last_seen(&mut self, user: u64, last_seen: u64) {
+        if self.offline.get(&user).is_some_and(|&(pending, _)| pending == last_seen) {
+            self.offline.remove(&user);
+        }
     }
 
     /// Every visible user's last seen as of `now_ms`, for a clean shutdown.

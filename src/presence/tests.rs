@@ -20,8 +20,11 @@ fn first_device_online_and_last_device_gone_are_the_only_transitions() {
     assert_eq!(p.close(desk, 1, T0 + 20).unwrap(), None);
     let gone = p.close(phone, 2, T0 + 30).unwrap().unwrap();
     assert_eq!((gone.status, gone.last_seen_ms), (Status::Offline, T0));
-    assert_eq!(p.lookup(7), None, "offline users leave memory");
-    assert_eq!(p.take_last_seen(), vec![(7, T0)]);
+    let offline = p.lookup(7).unwrap();
+    assert_eq!((offline.status, offline.last_seen_ms, offline.version), (Status::Offline, T0, gone.version));
+    assert_eq!(p.pending_last_seen(), vec![(7, T0)]);
+    p.forget_last_seen(&[(7, T0)]);
+    assert_eq!(p.lookup(7), None, "offline users leave memory once stored");
 }
 
 #[test]
@@ -95,7 +98,7 @@ fn heartbeats_keep_a_session_alive_across_many_wheel_turns() {
     let p = presence();
     let (s, _) = p.open(5, Status::Online, 9, false, T0).unwrap();
     for ms in (T0..T0 + 300_000).step_by(TICK_MS as usize) {
-        if (ms - T0) % 1_000 == 0 {
+        if (ms - T0).is_multiple_of(1_000) {
             p.heartbeat(s, 9, ms).unwrap();
         }
         assert!(p.tick(ms).changes.is_empty());
@@ -134,9 +137,9 @@ fn resume_takes_the_session_back() {
     let p = presence();
     let (s, _) = p.open(3, Status::Away, 1, false, T0).unwrap();
     p.detach(s, 1, T0).unwrap();
-    assert!(!p.resume(s, 4, 2, T0 + 10), "another user's session");
-    assert!(p.resume(s, 3, 2, T0 + 10));
-    assert!(!p.resume(s, 3, 5, T0 + 20), "not in grace any more");
+    assert!(!p.resume(s, 4, 2, false, T0 + 10), "another user's session");
+    assert!(p.resume(s, 3, 2, false, T0 + 10));
+    assert!(!p.resume(s, 3, 5, false, T0 + 20), "not in grace any more");
     assert_eq!(p.heartbeat(s, 1, T0 + 30), Err(SessionError::NotOwner));
     p.heartbeat(s, 2, T0 + 30).unwrap();
     assert!(p.tick(T0 + 2_000).changes.is_empty());

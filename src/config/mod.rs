@@ -1,0 +1,242 @@
+//! The daemon's settings: embedded defaults, then a TOML file, then
+//! `HEARTLINE_*` environment variables, then command-line flags, each layer
+//! overriding the one before.
+//!
+//! Owns names, defaults and validation of every setting. It must not act on
+//! them (no sockets, no files beyond reading the config file).
+//!
+//! Environment variables name a setting by its path, upper-cased, with `__`
+//! between sections: `HEARTLINE_LISTEN`, `HEARTLINE_PRESENCE__GRACE=10s`.
+//! Durations are written as `30s`, `5m`, `250ms`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::presence::PresenceConfig;
+use crate::protocol::limits;
+
+/// Everything `heartline serve` can be told.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// TCP address for sessions, watches and the feed.
+    pub listen: SocketAddr,
+    /// UDP address for heartbeats.
+    pub udp: SocketAddr,
+    /// Where the secret and the durable store live; created if missing.
+    pub data_dir: PathBuf,
+    /// Log filter (`info`, `heartline=debug`, …); `RUST_LOG` overrides it.
+    pub log: String,
+    pub presence: Presence,
+    pub limits: Limits,
+    pub store: Store,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Presence {
+    /// How often clients heartbeat (announced in WELCOME).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How long a session lives without a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long a session whose connection was lost still counts.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Live sessions one user may hold.
+    pub max_sessions_per_user: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Time a new connection has to send HELLO.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Largest frame accepted (type and body), at most 1 MiB.
+    pub max_frame: usize,
+    /// Users one connection may watch.
+    pub max_watch: usize,
+    /// Frames and presence entries waiting to be written to one connection
+    /// before it counts as a slow consumer. Pending presence entries coalesce
+    /// per user, so they never outnumber the watch set: keep this above
+    /// `max_watch`, and only a peer that stops reading its replies overflows.
+    pub outbound_queue: usize,
+    /// How long a shutdown waits for connections to drain after GOAWAY.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Store {
+    /// `fsync`: a write is acknowledged once it is on disk; `os`: once the
+    /// kernel has it (survives the process dying, not the machine).
+    pub durability: crate::store::Durability,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let local = SocketAddr::from(([127, 0, 0, 1], 7400));
+        Self {
+            listen: local,
+            udp: local,
+            data_dir: PathBuf::from("heartline-data"),
+            log: "info".into(),
+            presence: Presence::default(),
+            limits: Limits::default(),
+            store: Store::default(),
+        }
+    }
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(30),
+            ttl: Duration::from_secs(90),
+            grace: Duration::from_secs(5),
+            max_sessions_per_user: 32,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(5),
+            max_frame: limits::MAX_FRAME,
+            max_watch: 10_000,
+            outbound_queue: 16_384,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Parse(#[from] Box<figment::Error>),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Settings given on the command line; `None` leaves the lower layers alone.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Layers the defaults, `file` (if any), the environment and `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("HEARTLINE_").split("__").ignore(&["config"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        let p = &self.presence;
+        if p.heartbeat_interval.is_zero() || p.heartbeat_interval > Duration::from_secs(3_600) {
+            return invalid("presence.heartbeat_interval must be between 1 ms and 1 h");
+        }
+        if p.ttl < p.heartbeat_interval || p.ttl > Duration::from_secs(4 * 3_600) {
+            return invalid("presence.ttl must be at least one heartbeat interval and at most 4 h");
+        }
+        if p.grace > Duration::from_secs(600) {
+            return invalid("presence.grace must be at most 10 min");
+        }
+        if p.max_sessions_per_user == 0 {
+            return invalid("presence.max_sessions_per_user must be at least 1");
+        }
+        if self.limits.max_frame < 4_096 || self.limits.max_frame > limits::MAX_FRAME {
+            return invalid("limits.max_frame must be between 4096 and 1048576");
+        }
+        if self.limits.outbound_queue == 0 {
+            return invalid("limits.outbound_queue must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The presence engine's view of these settings.
+    pub fn presence(&self) -> PresenceConfig {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        PresenceConfig {
+            ttl_ms: ms(self.presence.ttl),
+            grace_ms: ms(self.presence.grace),
+            max_sessions_per_user: self.presence.max_sessions_per_user,
+        }
+    }
+
+    /// The effective settings as TOML, for `check-config` and the logs.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("heartline-config-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7400".parse().unwrap());
+        assert_eq!(config.presence().ttl_ms, 90_000);
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let path = write("layers", "data_dir = \"/tmp/x\"\n[presence]\ngrace = \"10s\"\n");
+        let overrides = Overrides { data_dir: Some("/tmp/y".into()), ..Overrides::default() };
+        let config = Config::load(Some(&path), &overrides).unwrap();
+        assert_eq!(config.presence.grace, Duration::from_secs(10));
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/y"));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused() {
+        let typo = write("typo", "[presence]\ngrase = \"10s\"\n");
+        assert!(Config::load(Some(&typo), &Overrides::default()).is_err());
+        let bad = write("bad", "[presence]\nheartbeat_interval = \"30s\"\nttl = \"10s\"\n");
+        assert!(matches!(Config::load(Some(&bad), &Overrides::default()), Err(ConfigError::Invalid(_))));
+        std::fs::remove_file(typo).unwrap();
+        std::fs::remove_file(bad).unwrap();
+    }
+
+    #[test]
+    fn effective_config_round_trips_through_toml() {
+        let config = Config::default();
+        let path = write("roundtrip", &config.to_toml());
+        assert_eq!(Config::load(Some(&path), &Overrides::default()).unwrap(), config);
+        std::fs::remove_file(path).unwrap();
+    }
+}

@@ -1,0 +1,320 @@
+//! `heartline serve`: thin tokio shells around the sans-IO core.
+//!
+//! Owns sockets, tasks, the clock and the order of startup and shutdown.
+//! It decides nothing about presence or the protocol itself: frames go to
+//! [`handler`], state to [`crate::presence`], bytes to [`crate::protocol`].
+//!
+//! Tasks: one accept loop; per connection a read loop ([`conn`]) and a
+//! write task; one UDP receive loop per worker ([`udp`]); one ticker that
+//! expires sessions every 100 ms and writes last-seen times to the store
+//! every second.
+
+pub mod conn;
+pub mod handler;
+pub mod metrics;
+pub mod net;
+pub mod outbox;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Keyring, Secret, UdpKeys, UdpPeer};
+use crate::config::Config;
+use crate::presence::{
+    entry_for, Change, MemoryBlocks, Presence, PresenceConfig, SessionError, SessionId, View, Viewer, TICK_MS,
+};
+use crate::protocol::udp::ReplayWindow;
+use crate::protocol::{BatchEntry, ErrorCode, GoawayReason, Message, PresenceEntry, Status};
+use crate::store::{Store, StoreError};
+use metrics::Metrics;
+use outbox::{error, Outbox};
+
+/// The wall clock, in unix milliseconds: the only clock the core ever sees.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How often presence changes waiting for the store are written.
+const LAST_SEEN_FLUSH: Duration = Duration::from_secs(1);
+/// What GOAWAY asks clients to wait before reconnecting (they add jitter).
+const RECONNECT_AFTER_MS: u32 = 1_000;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot read or create the secret: {0}")]
+    Secret(std::io::Error),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// What the server knows about one live connection.
+pub struct ConnEntry {
+    pub outbox: Arc<Outbox>,
+    pub viewer: Viewer,
+    /// A client connection's session.
+    pub session: Option<SessionId>,
+    /// A gateway that takes UDP batches: its replay window.
+    pub udp_gateway: Option<Mutex<ReplayWindow>>,
+}
+
+/// State every task shares.
+pub struct Shared {
+    pub config: Config,
+    pub presence_config: PresenceConfig,
+    pub presence: Presence,
+    pub keyring: Keyring,
+    pub udp_keys: UdpKeys,
+    /// Stand-in block list until the feed keeps a social graph.
+    pub blocks: MemoryBlocks,
+    pub store: Store,
+    pub conns: DashMap<u32, ConnEntry>,
+    next_conn: AtomicU32,
+    pub metrics: Metrics,
+    /// 0 when UDP is off.
+    pub udp_port: u16,
+    /// Cancelled when the server stops for good: every loop ends.
+    pub stop: CancellationToken,
+}
+
+impl Shared {
+    fn next_conn_id(&self) -> u32 {
+        loop {
+            let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    pub fn heartbeat_interval_ms(&self) -> u32 {
+        u32::try_from(self.config.presence.heartbeat_interval.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    fn register(
+        &self,
+        id: u32,
+        outbox: Arc<Outbox>,
+        viewer: Viewer,
+        session: &Option<SessionId>,
+        peer: UdpPeer,
+        udp: bool,
+    ) {
+        let udp_gateway = (udp && peer == UdpPeer::Gateway).then(|| Mutex::new(ReplayWindow::default()));
+        self.conns.insert(id, ConnEntry { outbox, viewer, session: *session, udp_gateway });
+    }
+
+    /// Pushes a change to every connection watching the user, as each may see it.
+    pub fn deliver(&self, change: Option<Change>) {
+        let Some(change) = change else { return };
+        let view = change.view();
+        for conn in &change.watchers {
+            if let Some(entry) = self.conns.get(conn) {
+                if crate::presence::blocked(entry.viewer, change.user, &self.blocks) {
+                    continue;
+                }
+                entry.outbox.presence(entry_for(entry.viewer, change.user, &view, &self.blocks));
+            }
+        }
+    }
+
+    /// A user's presence for `viewer`: from memory while they have a
+    /// session, else offline with the last seen the store kept.
+    pub fn entry(&self, viewer: Viewer, user: u64, _now_ms: u64) -> PresenceEntry {
+        let view = self.presence.lookup(user).unwrap_or_else(|| {
+            // A store error reads as "never seen": a query must not fail for it.
+            let last_seen_ms = self.store.last_seen(user).ok().flatten().unwrap_or(0);
+            View {
+                status: Status::Offline,
+                own: Status::Offline,
+                version: last_seen_ms << 16,
+                last_seen_ms,
+                ..View::default()
+            }
+        });
+        entry_for(viewer, user, &view, &self.blocks)
+    }
+
+    /// Applies a gateway's batch; returns how many sessions were not its own
+    /// or unknown.
+    pub fn apply_batch(&self, owner: u32, entries: impl Iterator<Item = BatchEntry>, now_ms: u64) -> u64 {
+        let mut unknown = 0;
+        for (session, status) in entries {
+            let applied = match status {
+                None => self.presence.heartbeat(session, owner, now_ms),
+                Some(status) => self.presence.set_status(session, owner, status, None, now_ms).map(|c| self.deliver(c)),
+            };
+            if let Err(SessionError::NotFound | SessionError::NotOwner) = applied {
+                unknown += 1;
+            }
+        }
+        unknown
+    }
+}
+
+/// A started server.
+pub struct Running {
+    pub tcp: SocketAddr,
+    pub udp: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, sends GOAWAY, drains, flushes last seen, and returns
+    /// when everything has stopped.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// A handle that starts the same graceful shutdown (for signal handlers).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(path).map_err(|source| StartError::DataDir { path: path.to_owned(), source })
+}
+
+/// Opens the data dir, binds the sockets and starts every task.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    create_dir(&config.data_dir)?;
+    let secret = Secret::load_or_create(&config.data_dir.join("secret")).map_err(StartError::Secret)?;
+    let store = Store::open(&config.data_dir.join("store"), config.store.durability)?;
+    let udp_keys = UdpKeys::generate().map_err(StartError::Secret)?;
+    let listener =
+        net::tcp_listener(config.listen).map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let udp_sockets =
+        net::udp_sockets(config.udp, workers).map_err(|source| StartError::Bind { addr: config.udp, source })?;
+    let bind_error = |addr| move |source| StartError::Bind { addr, source };
+    let tcp = listener.local_addr().map_err(bind_error(config.listen))?;
+    let udp = udp_sockets[0].local_addr().map_err(bind_error(config.udp))?;
+
+    let presence_config = config.presence();
+    let shared = Arc::new(Shared {
+        presence: Presence::new(presence_config, now_ms()),
+        presence_config,
+        keyring: Keyring { current: secret, previous: None },
+        udp_keys,
+        blocks: MemoryBlocks::default(),
+        store,
+        conns: DashMap::new(),
+        next_conn: AtomicU32::new(1),
+        metrics: Metrics::default(),
+        udp_port: udp.port(),
+        stop: CancellationToken::new(),
+        config,
+    });
+    for socket in udp_sockets {
+        tokio::spawn(udp::receive(socket, shared.clone()));
+    }
+    let ticker = tokio::spawn(tick_loop(shared.clone()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(shared.clone(), listener, ticker, shutdown.clone()));
+    tracing::info!(%tcp, %udp, data_dir = %shared.config.data_dir.display(), "heartline listening");
+    Ok(Running { tcp, udp, shared, shutdown, task })
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    ticker: JoinHandle<()>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    shared.metrics.connections_accepted.inc();
+                    tokio::spawn(conn::serve(stream, shared.clone()));
+                }
+                // Out of descriptors or a connection reset before accept: keep serving.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    drain(&shared).await;
+    shared.stop.cancel();
+    let _ = ticker.await;
+    let mut last_seen = shared.presence.pending_last_seen();
+    last_seen.extend(shared.presence.online_last_seen(now_ms()));
+    write_last_seen(&shared, last_seen).await;
+    tracing::info!("heartline stopped");
+}
+
+/// GOAWAY to everyone, then wait for them to leave, up to the drain timeout.
+async fn drain(shared: &Shared) {
+    let goaway = Message::Goaway { reason: GoawayReason::Shutdown, reconnect_after_ms: RECONNECT_AFTER_MS };
+    for entry in shared.conns.iter() {
+        entry.outbox.close(Some(goaway.clone()));
+    }
+    let deadline = tokio::time::Instant::now() + shared.config.limits.drain_timeout;
+    while !shared.conns.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn tick_loop(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(TICK_MS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut flushed = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let expiry = shared.presence.tick(now_ms());
+        for change in expiry.changes {
+            shared.deliver(Some(change));
+        }
+        for (session, owner) in expiry.expired {
+            if let Some(entry) = shared.conns.get(&owner).filter(|e| e.session == Some(session)) {
+                entry.outbox.close(Some(error(0, ErrorCode::SessionExpired, "no heartbeat within the TTL")));
+            }
+        }
+        if flushed.elapsed() >= LAST_SEEN_FLUSH {
+            flushed = tokio::time::Instant::now();
+            write_last_seen(&shared, shared.presence.pending_last_seen()).await;
+        }
+    }
+}
+
+/// Writes last-seen times; what fails stays pending and is tried again.
+async fn write_last_seen(shared: &Arc<Shared>, batch: Vec<(u64, u64)>) {
+    if batch.is_empty() {
+        return;
+    }
+    let writer = shared.clone();
+    let written = tokio::task::spawn_blocking(move || writer.store.put_last_seen(&batch).map(|()| batch)).await;
+    match written {
+        Ok(Ok(batch)) => shared.presence.forget_last_seen(&batch),
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot write last seen; will retry"),
+        Err(e) => tracing::error!(error = %e, "last seen writer panicked"),
+    }
+}

@@ -1,0 +1,204 @@
+//! One connection's outbound queue: replies in order, presence pushes
+//! coalesced per user, bounded.
+//!
+//! When the queue is full, a new presence entry for a user already queued
+//! replaces the old one (newest wins) and costs nothing; anything else that
+//! would pass the bound closes the connection with SLOW_CONSUMER (a peer
+//! that reads nothing at all is dropped by the writer's timeout). The queue
+//! is a plain mutex: nobody holds it across an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use indexmap::IndexMap;
+use tokio::sync::Notify;
+
+use crate::protocol::{limits, ErrorCode, Message, PresenceEntry, Text};
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Message>,
+    presence: IndexMap<u64, PresenceEntry>,
+    /// Set once: the last frame to write before closing.
+    closing: Option<Option<Message>>,
+    coalesced: u64,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.frames.len() + self.presence.len()
+    }
+}
+
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    wake: Notify,
+    limit: usize,
+}
+
+/// What the writer got from [`Outbox::take`].
+pub enum Batch {
+    /// Write these and come back.
+    More,
+    /// Write these, then close the connection.
+    Last,
+}
+
+impl Outbox {
+    pub fn new(limit: usize) -> Self {
+        Self { queue: Mutex::new(Queue::default()), wake: Notify::new(), limit }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a frame; over the bound, the connection is closed instead.
+    pub fn send(&self, msg: Message) {
+        let mut q = self.lock();
+        if q.closing.is_some() {
+            return;
+        }
+        if q.len() >= self.limit {
+            Self::overflow(&mut q);
+        } else {
+            q.frames.push_back(msg);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Queues a presence entry, replacing a queued one for the same user.
+    pub fn presence(&self, entry: PresenceEntry) {
+        let mut q = self.lock();
+        if q.closing.is_some() {
+            return;
+        }
+        if let Some(queued) = q.presence.get_mut(&entry.user) {
+            *queued = entry;
+            q.coalesced += 1;
+        } else if q.len() >= self.limit {
+            Self::overflow(&mut q);
+        } else {
+            q.presence.insert(entry.user, entry);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// The queue freezes (nothing more is taken, so memory stays bounded);
+    /// the writer finishes what it is writing, sends the ERROR and closes.
+    fn overflow(q: &mut Queue) {
+        q.frames.clear();
+        q.presence.clear();
+        q.closing = Some(Some(slow_consumer()));
+    }
+
+    /// Writes what is queued, then `last` (if any), then closes.
+    pub fn close(&self, last: Option<Message>) {
+        let mut q = self.lock();
+        if q.closing.is_none() {
+            q.closing = Some(last);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.lock().closing.is_some()
+    }
+
+    /// Frames and entries waiting, and entries coalesced so far.
+    pub fn depth(&self) -> (usize, u64) {
+        let q = self.lock();
+        (q.len(), q.coalesced)
+    }
+
+    /// Waits for something to write and moves it to `out`, presence entries
+    /// grouped into PRESENCE_PUSH frames.
+    pub async fn take(&self, out: &mut Vec<Message>) -> Batch {
+        loop {
+            {
+                let mut q = self.lock();
+                if q.len() > 0 || q.closing.is_some() {
+                    out.extend(q.frames.drain(..));
+                    let entries: Vec<PresenceEntry> = q.presence.drain(..).map(|(_, e)| e).collect();
+                    for chunk in entries.chunks(limits::MAX_IDS) {
+                        out.push(Message::PresencePush { entries: chunk.to_vec() });
+                    }
+                    return match q.closing.as_mut() {
+                        Some(last) => {
+                            out.extend(last.take());
+                            Batch::Last
+                        }
+                        None => Batch::More,
+                    };
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// The ERROR that ends a connection whose queue overflowed.
+pub fn slow_consumer() -> Message {
+    error(0, ErrorCode::SlowConsumer, "outbound queue full")
+}
+
+/// An ERROR frame.
+pub fn error(req: u64, code: ErrorCode, message: &'static str) -> Message {
+    Message::Error { req, code: code as u16, message: Text::from(message) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Status;
+
+    fn entry(user: u64, version: u64) -> PresenceEntry {
+        PresenceEntry { user, status: Status::Online, version, last_seen_ms: 0, text: Text::default() }
+    }
+
+    fn take_now(outbox: &Outbox) -> (Vec<Message>, bool) {
+        let mut out = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let last = matches!(rt.block_on(outbox.take(&mut out)), Batch::Last);
+        (out, last)
+    }
+
+    #[test]
+    fn presence_for_the_same_user_coalesces_newest_wins() {
+        let outbox = Outbox::new(2);
+        outbox.presence(entry(1, 1));
+        outbox.presence(entry(2, 1));
+        outbox.presence(entry(1, 2));
+        outbox.presence(entry(1, 3));
+        let (out, last) = take_now(&outbox);
+        assert!(!last);
+        assert_eq!(out, [Message::PresencePush { entries: vec![entry(1, 3), entry(2, 1)] }]);
+        assert_eq!(outbox.depth(), (0, 2));
+    }
+
+    #[test]
+    fn overflow_closes_with_slow_consumer() {
+        let outbox = Outbox::new(2);
+        outbox.presence(entry(1, 1));
+        outbox.send(Message::Ok { req: 1 });
+        outbox.presence(entry(3, 1));
+        let (out, last) = take_now(&outbox);
+        assert!(last);
+        assert_eq!(out, [slow_consumer()]);
+        outbox.send(Message::Ok { req: 2 });
+        assert_eq!(outbox.depth().0, 0, "nothing is queued after closing");
+    }
+
+    #[test]
+    fn close_flushes_what_is_queued_then_the_last_frame() {
+        let outbox = Outbox::new(8);
+        outbox.send(Message::Ok { req: 1 });
+        outbox.close(Some(Message::Bye));
+        let (out, last) = take_now(&outbox);
+        assert!(last);
+        assert_eq!(out, [Message::Ok { req: 1 }, Message::Bye]);
+    }
+}
