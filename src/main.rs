@@ -90,7 +90,8 @@ fn main() -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.common.load(Overrides { listen: args.listen, udp: args.udp, ..Overrides::default() })?;
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(terminal).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let running = heartline::server::start(config).await?;

@@ -80,6 +80,7 @@ async fn a_dead_client_expires_soon_after_its_ttl() {
     // Reported after the TTL (counted from HELLO, a little before `started`),
     // and at most 1 s after it ends.
     let ttl = daemon.config.presence.ttl;
+    eprintln!("dead client reported {took:?} after its last frame (TTL {ttl:?})");
     assert!(took + Duration::from_millis(200) >= ttl, "offline early, after {took:?}");
     assert!(took <= ttl + Duration::from_secs(1), "offline after {took:?}");
     assert_eq!(quiet.closing_error().await, Some(ErrorCode::SessionExpired));

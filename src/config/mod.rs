@@ -88,7 +88,8 @@ impl Default for Config {
             listen: local,
             udp: local,
             data_dir: PathBuf::from("heartline-data"),
-            log: "info".into(),
+            // The store engine reports routine work at info.
+            log: "info,fjall=warn,lsm_tree=warn".into(),
             presence: Presence::default(),
             limits: Limits::default(),
             store: Store::default(),

@@ -265,6 +265,11 @@ async fn run(
     let mut last_seen = shared.presence.pending_last_seen();
     last_seen.extend(shared.presence.online_last_seen(now_ms()));
     write_last_seen(&shared, last_seen).await;
+    // With `os` durability, writes are only in the kernel until this.
+    let store = shared.store.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+        tracing::error!(error = %e, "cannot flush the store");
+    }
     tracing::info!("heartline stopped");
 }
 
