@@ -8,7 +8,6 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use heartline::auth::{self, Claims, Keyring, Secret, Subject};
 use heartline::config::{Config, Overrides};
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -27,6 +26,16 @@ enum Command {
     Serve(ServeArgs),
     /// Print a token for a user or a gateway, signed with the data dir's secret.
     Token(TokenArgs),
+    /// Validate a config file and print the effective settings (defaults, file, environment) as TOML.
+    CheckConfig(CheckConfigArgs),
+    /// Talk to a running daemon: presence, posts, timelines, the graph, stats.
+    Ctl(heartline::ctl::Args),
+}
+
+#[derive(Args)]
+struct CheckConfigArgs {
+    /// The TOML config file to check.
+    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -84,17 +93,26 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::CheckConfig(args) => check_config(args),
+        Command::Ctl(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            Ok(runtime.block_on(heartline::ctl::run(args))?)
+        }
     }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.common.load(Overrides { listen: args.listen, udp: args.udp, ..Overrides::default() })?;
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(terminal).init();
+    let overrides = Overrides { listen: args.listen, udp: args.udp, data_dir: args.common.data_dir.clone() };
+    let config = args.common.load(overrides.clone())?;
+    heartline::logging::init(&config.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
+        // Registered before the server is ready, so an early SIGHUP cannot end the process.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let running = heartline::server::start(config).await?;
+        let file = args.common.config;
+        let load = move || Config::load(file.as_deref(), &overrides);
+        tokio::spawn(heartline::server::reload::on_sighup(running.shared.clone(), hup, load));
         let shutdown = running.shutdown_token();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -115,6 +133,17 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(Some(&args.file), &Overrides::default())
+        .with_context(|| format!("{} is not a valid configuration", args.file.display()))?;
+    // This output ends up in terminals and tickets: never the admin token itself.
+    if config.admin.token.is_some() {
+        config.admin.token = Some("<redacted>".into());
+    }
+    print!("{}", config.to_toml());
+    Ok(())
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {

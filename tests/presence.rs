@@ -189,8 +189,9 @@ async fn watch_gives_a_snapshot_then_pushes_until_unwatched() {
 #[tokio::test]
 async fn blocked_viewers_and_invisible_users_see_offline_through_the_policy_point() {
     let daemon = Daemon::start().await;
-    daemon.running.shared.blocks.block(11, 12);
     let mut blocker = daemon.user(11).await;
+    let ok = blocker.request(|req| Message::Graph { req, op: GraphOp::Block, user: 12 }).await;
+    assert!(matches!(ok, Message::Ok { .. }), "{ok:?}");
     let mut blocked = daemon.user(12).await;
     let mut stranger = daemon.user(13).await;
     let seen = blocked.watch(&[11]).await[0].clone();

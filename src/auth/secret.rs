@@ -92,6 +92,12 @@ impl Secret {
         Ok(Self(bytes))
     }
 
+    /// A short keyed digest that tells secrets apart in logs and on reload
+    /// without revealing them.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&self.mac(b"heartline secret fingerprint v1").finalize().into_bytes()[..4])
+    }
+
     /// An HMAC-SHA256 keyed with this secret, already fed `context`.
     pub(super) fn mac(&self, context: &[u8]) -> Hmac<Sha256> {
         Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length").chain_update(context)
@@ -191,6 +197,13 @@ mod tests {
         let dir = TempDir::new("missing");
         let err = Secret::load(&dir.0.join("secret")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn fingerprints_tell_secrets_apart() {
+        assert_eq!(Secret([1; LEN]).fingerprint(), Secret([1; LEN]).fingerprint());
+        assert_ne!(Secret([1; LEN]).fingerprint(), Secret([2; LEN]).fingerprint());
+        assert_eq!(Secret([1; LEN]).fingerprint().len(), 8);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Config {
     pub presence: Presence,
     pub limits: Limits,
     pub store: Store,
+    pub admin: Admin,
+    pub auth: Auth,
+    pub feed: Feed,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +84,88 @@ pub struct Store {
     pub durability: crate::store::Durability,
 }
 
+/// The HTTP admin listener: metrics, health and the JSON API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Address of the HTTP admin listener.
+    pub listen: SocketAddr,
+    /// Bearer token the admin API requires (`Authorization: Bearer …`);
+    /// mandatory when `listen` is not a loopback address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// How long tokens signed with the secret replaced by a rotation
+    /// (SIGHUP) are still accepted.
+    #[serde(with = "humantime_serde")]
+    pub rotation_window: Duration,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7401)), token: None }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        // As long as the default `heartline token --ttl`.
+        Self { rotation_window: Duration::from_secs(24 * 3_600) }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Feed {
+    /// How home timelines are built: `pull`, `push` (fanout on write) or
+    /// `hybrid` (push for ordinary authors, pull for celebrities).
+    pub strategy: crate::feed::Strategy,
+    /// Largest post payload accepted, in bytes (the protocol allows 65,536).
+    pub max_payload: usize,
+    /// Items kept per home inbox.
+    pub inbox_cap: usize,
+    /// Followers from which an author is pulled rather than pushed (hybrid).
+    pub celebrity_followers: usize,
+    /// Followers active within this window get pushes (hybrid).
+    #[serde(with = "humantime_serde")]
+    pub active_window: Duration,
+    /// Newest posts per author always kept in memory…
+    pub hot_items: usize,
+    /// …and every post younger than this.
+    #[serde(with = "humantime_serde")]
+    pub hot_window: Duration,
+    /// Users one user may follow.
+    pub max_following: usize,
+    /// This server's node id in post ids (0..=1023).
+    pub node: u16,
+    /// How often posts past the hot window and inboxes of inactive readers
+    /// leave memory.
+    #[serde(with = "humantime_serde")]
+    pub archive_interval: Duration,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        let feed = crate::feed::FeedConfig::default();
+        Self {
+            strategy: feed.strategy,
+            max_payload: 4_096,
+            inbox_cap: feed.inbox_cap,
+            celebrity_followers: feed.celebrity_followers,
+            active_window: Duration::from_millis(feed.active_window_ms),
+            hot_items: feed.hot_items,
+            hot_window: Duration::from_millis(feed.hot_window_ms),
+            max_following: feed.max_following,
+            node: 0,
+            archive_interval: Duration::from_secs(60),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         let local = SocketAddr::from(([127, 0, 0, 1], 7400));
@@ -93,6 +178,9 @@ impl Default for Config {
             presence: Presence::default(),
             limits: Limits::default(),
             store: Store::default(),
+            admin: Admin::default(),
+            auth: Auth::default(),
+            feed: Feed::default(),
         }
     }
 }
@@ -174,8 +262,20 @@ impl Config {
         if self.limits.max_frame < 4_096 || self.limits.max_frame > limits::MAX_FRAME {
             return invalid("limits.max_frame must be between 4096 and 1048576");
         }
+        if self.feed.max_payload > limits::MAX_PAYLOAD {
+            return invalid("feed.max_payload must be at most 65536");
+        }
+        if self.feed.node > crate::feed::MAX_NODE {
+            return invalid("feed.node must be at most 1023");
+        }
+        if self.feed.inbox_cap == 0 || self.feed.hot_items == 0 {
+            return invalid("feed.inbox_cap and feed.hot_items must be at least 1");
+        }
         if self.limits.outbound_queue == 0 {
             return invalid("limits.outbound_queue must be at least 1");
+        }
+        if !self.admin.listen.ip().is_loopback() && self.admin.token.as_deref().is_none_or(str::is_empty) {
+            return invalid("admin.token is required when admin.listen is not a loopback address");
         }
         Ok(())
     }
@@ -187,6 +287,21 @@ impl Config {
             ttl_ms: ms(self.presence.ttl),
             grace_ms: ms(self.presence.grace),
             max_sessions_per_user: self.presence.max_sessions_per_user,
+        }
+    }
+
+    /// The feed engine's view of these settings.
+    pub fn feed(&self) -> crate::feed::FeedConfig {
+        let f = &self.feed;
+        crate::feed::FeedConfig {
+            strategy: f.strategy,
+            inbox_cap: f.inbox_cap,
+            celebrity_followers: f.celebrity_followers,
+            active_window_ms: f.active_window.as_millis() as u64,
+            hot_items: f.hot_items,
+            hot_window_ms: f.hot_window.as_millis() as u64,
+            max_following: f.max_following,
+            ..crate::feed::FeedConfig::default()
         }
     }
 

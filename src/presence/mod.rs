@@ -48,7 +48,7 @@ mod slab;
 
 use std::sync::Mutex;
 
-pub use privacy::{blocked, entry_for, BlockList, MemoryBlocks, View, Viewer};
+pub use privacy::{blocked, entry_for, BlockList, View, Viewer};
 pub use shard::SessionError;
 use shard::{Now, Shard, Timing};
 

@@ -3,10 +3,12 @@
 //! Invisible users read as offline to everyone but themselves, and two users
 //! where one blocks the other read as offline to each other, with no last
 //! seen, text or version that could leak activity. Owns no state of its own:
-//! blocks come from a [`BlockList`] (the social graph, once the feed has one).
+//! blocks come from a [`BlockList`] (the feed's social graph).
 
+#[cfg(test)]
 use std::collections::HashSet;
 
+#[cfg(test)]
 use dashmap::DashMap;
 
 use crate::protocol::{PresenceEntry, Status, Text};
@@ -24,10 +26,12 @@ pub trait BlockList: Send + Sync {
     fn blocks(&self, blocker: u64, blocked: u64) -> bool;
 }
 
-/// An in-memory block list: the stand-in until the feed's social graph.
+/// An in-memory block list, for tests of the policy point without a graph.
+#[cfg(test)]
 #[derive(Default)]
 pub struct MemoryBlocks(DashMap<u64, HashSet<u64>>);
 
+#[cfg(test)]
 impl MemoryBlocks {
     pub fn block(&self, blocker: u64, blocked: u64) {
         self.0.entry(blocker).or_default().insert(blocked);
@@ -40,6 +44,7 @@ impl MemoryBlocks {
     }
 }
 
+#[cfg(test)]
 impl BlockList for MemoryBlocks {
     fn blocks(&self, blocker: u64, blocked: u64) -> bool {
         self.0.get(&blocker).is_some_and(|set| set.contains(&blocked))

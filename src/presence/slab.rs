@@ -2,24 +2,29 @@
 //!
 //! A `Vec` that doubles would waste up to half its memory at 10M records;
 //! chunks of [`CHUNK`] records grow memory linearly instead. Freed slots are
-//! reused first so slot numbers stay dense, which keeps gateway batches small.
+//! reused before new ones so slot numbers stay dense, which keeps gateway
+//! batches small; the longest-freed first, so a session id that was just
+//! given up (and may still be named in a `resume`) is not handed out again
+//! at once.
+
+use std::collections::VecDeque;
 
 const CHUNK: usize = 4096;
 
 pub(crate) struct Slab<T> {
     chunks: Vec<Box<[T]>>,
     len: u32,
-    free: Vec<u32>,
+    free: VecDeque<u32>,
 }
 
 impl<T: Copy + Default> Slab<T> {
     pub fn new() -> Self {
-        Self { chunks: Vec::new(), len: 0, free: Vec::new() }
+        Self { chunks: Vec::new(), len: 0, free: VecDeque::new() }
     }
 
     /// Stores `value` and returns its slot, or `None` when `u32` slots run out.
     pub fn insert(&mut self, value: T) -> Option<u32> {
-        let slot = match self.free.pop() {
+        let slot = match self.free.pop_front() {
             Some(slot) => slot,
             None => {
                 let slot = self.len;
@@ -36,7 +41,7 @@ impl<T: Copy + Default> Slab<T> {
 
     /// Marks a slot reusable. The caller must not use it afterwards.
     pub fn remove(&mut self, slot: u32) {
-        self.free.push(slot);
+        self.free.push_back(slot);
     }
 
     pub fn get(&self, slot: u32) -> Option<&T> {
@@ -69,14 +74,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reuses_freed_slots_first() {
+    fn reuses_freed_slots_first_oldest_first() {
         let mut slab = Slab::<u64>::new();
         let a = slab.insert(1).unwrap();
         let b = slab.insert(2).unwrap();
         assert_eq!((a, b), (0, 1));
+        slab.remove(b);
         slab.remove(a);
-        assert_eq!(slab.insert(3), Some(0));
-        assert_eq!(slab.get(0), Some(&3));
+        assert_eq!(slab.insert(3), Some(1), "the longest-freed slot first");
+        assert_eq!(slab.insert(4), Some(0));
+        assert_eq!(slab.get(0), Some(&4));
         assert_eq!(slab.get(2), None);
     }
 

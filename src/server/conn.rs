@@ -14,9 +14,10 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{Flow, Handler};
+use super::metrics::CloseReason;
 use super::outbox::{Batch, Outbox};
 use super::{now_ms, Shared};
-use crate::protocol::{encode_frame, ErrorCode, FrameCodec, FrameError};
+use crate::protocol::{encode_frame, ErrorCode, FrameCodec, FrameError, Message};
 
 /// A read buffer starts this small, and is shrunk back once a large frame is done.
 const READ_BUFFER: usize = 512;
@@ -29,20 +30,22 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let id = shared.next_conn_id();
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
-    let outbox = Arc::new(Outbox::new(shared.config.limits.outbound_queue));
+    let outbox = Arc::new(Outbox::new(shared.limits.outbound_queue()));
     let written = CancellationToken::new();
-    let write_task = tokio::spawn(write_loop(writer, outbox.clone(), written.clone()));
+    let write_task = tokio::spawn(write_loop(writer, outbox.clone(), written.clone(), shared.clone()));
     let mut handler = Handler::new(shared.clone(), id, outbox.clone());
     read_loop(reader, &mut handler, &shared, &written).await;
     handler.on_close(now_ms());
     outbox.close(None);
-    let _ = write_task.await;
+    // A writer that panicked says nothing about the peer: count it as a failed write.
+    let reason = write_task.await.unwrap_or(CloseReason::WriteFailed);
+    shared.metrics.closed(reason).inc();
 }
 
 async fn read_loop(mut reader: OwnedReadHalf, handler: &mut Handler, shared: &Shared, written: &CancellationToken) {
     let mut codec = FrameCodec::new(shared.config.limits.max_frame);
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
-    let hello_by = tokio::time::Instant::now() + shared.config.limits.handshake_timeout;
+    let hello_by = tokio::time::Instant::now() + shared.limits.handshake_timeout();
     loop {
         loop {
             match codec.decode(&mut buf) {
@@ -88,17 +91,38 @@ fn frame_error(e: &FrameError) -> &'static str {
     }
 }
 
-async fn write_loop(mut writer: OwnedWriteHalf, outbox: Arc<Outbox>, written: CancellationToken) {
+/// Writes until the outbox closes; says why the connection ended.
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    outbox: Arc<Outbox>,
+    written: CancellationToken,
+    shared: Arc<Shared>,
+) -> CloseReason {
     let mut frames = Vec::new();
     let mut buf = BytesMut::new();
+    // Whatever the server says last before closing is the reason; silence means the peer left.
+    let mut reason = CloseReason::Peer;
     loop {
         let batch = outbox.take(&mut frames).await;
         for msg in frames.drain(..) {
+            match &msg {
+                Message::Error { code, .. } => {
+                    if let Some(counter) = shared.metrics.errors_sent(*code) {
+                        counter.inc();
+                    }
+                    if let Some(code) = ErrorCode::from_u16(*code).filter(|c| c.closes()) {
+                        reason = CloseReason::Error(code);
+                    }
+                }
+                Message::Goaway { .. } => reason = CloseReason::Goaway,
+                _ => {}
+            }
             // Only a frame over 1 MiB fails, and the server builds none.
             let _ = encode_frame(&msg, &mut buf);
         }
         let sent = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&buf)).await;
         if !matches!(sent, Ok(Ok(()))) {
+            reason = CloseReason::WriteFailed;
             break;
         }
         buf.clear();
@@ -111,4 +135,5 @@ async fn write_loop(mut writer: OwnedWriteHalf, outbox: Arc<Outbox>, written: Ca
         }
     }
     written.cancel();
+    reason
 }

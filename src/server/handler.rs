@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::feed::FeedSession;
 use super::outbox::{error, Outbox};
 use super::Shared;
 use crate::auth::{Subject, UdpPeer};
 use crate::presence::{Change, SessionError, SessionId, Viewer};
 use crate::protocol::codec::types;
 use crate::protocol::{
-    Batch, DecodeError, ErrorCode, HeartbeatState, Hello, Message, OpenEntry, Role, Stats, Status, Text, Welcome,
-    VERSION,
+    Batch, DecodeError, ErrorCode, HeartbeatState, Hello, Message, OpenEntry, Role, Status, Text, Welcome, VERSION,
 };
 
 /// Whether the connection goes on after a frame.
@@ -45,6 +45,8 @@ pub struct Handler {
     outbox: Arc<Outbox>,
     phase: Phase,
     watches: HashSet<u64>,
+    /// Started on the first feed request.
+    feed: Option<FeedSession>,
 }
 
 /// Frames only a server sends: a client sending one is broken.
@@ -69,7 +71,7 @@ fn server_only(ty: u8) -> bool {
 
 impl Handler {
     pub fn new(shared: Arc<Shared>, id: u32, outbox: Arc<Outbox>) -> Self {
-        Self { shared, id, outbox, phase: Phase::AwaitHello, watches: HashSet::new() }
+        Self { shared, id, outbox, phase: Phase::AwaitHello, watches: HashSet::new(), feed: None }
     }
 
     pub fn awaiting_hello(&self) -> bool {
@@ -162,14 +164,7 @@ impl Handler {
                 Flow::Continue
             }
             Message::Stats { req } => {
-                let totals = self.shared.presence.totals();
-                let stats = Stats {
-                    online_users: totals.online_users,
-                    sessions: totals.sessions,
-                    watches: totals.watches,
-                    connections: self.shared.conns.len() as u64,
-                };
-                self.outbox.send(Message::StatsReply { req, stats });
+                self.outbox.send(Message::StatsReply { req, stats: self.shared.stats() });
                 Flow::Continue
             }
             Message::Open { req, entries } if gateway => self.open(req, &entries, now_ms),
@@ -179,13 +174,34 @@ impl Handler {
                 self.fail(req, ErrorCode::Forbidden, "gateway-only message")
             }
             Message::BatchHeartbeat(_) => self.fail(0, ErrorCode::Forbidden, "gateway-only message"),
+            msg @ (Message::Publish { .. }
+            | Message::Delete { .. }
+            | Message::Graph { .. }
+            | Message::Timeline { .. }
+            | Message::Live { .. }) => self.feed_request(msg),
+            // Server-only types were refused before decoding.
+            _ => self.fail(0, ErrorCode::Unexpected, "unexpected frame type"),
+        }
+    }
+
+    /// Hands a feed request to this connection's feed task, in order.
+    fn feed_request(&mut self, msg: Message) -> Flow {
+        let req = match &msg {
             Message::Publish { req, .. }
             | Message::Delete { req, .. }
             | Message::Graph { req, .. }
             | Message::Timeline { req, .. }
-            | Message::Live { req, .. } => self.fail(req, ErrorCode::Unavailable, "the feed is not enabled"),
-            // Server-only types were refused before decoding.
-            _ => self.fail(0, ErrorCode::Unexpected, "unexpected frame type"),
+            | Message::Live { req, .. } => *req,
+            _ => 0,
+        };
+        let Phase::Client { user, .. } = self.phase else {
+            return self.fail(req, ErrorCode::Forbidden, "the feed is for client sessions");
+        };
+        let (shared, id, outbox) = (&self.shared, self.id, &self.outbox);
+        let session = self.feed.get_or_insert_with(|| FeedSession::start(shared.clone(), user, id, outbox.clone()));
+        match session.submit(msg) {
+            Ok(()) => Flow::Continue,
+            Err(code) => self.fail(req, code, "too many feed requests in flight"),
         }
     }
 
@@ -299,7 +315,7 @@ impl Handler {
 
     fn watch(&mut self, req: u64, users: Vec<u64>, now_ms: u64) -> Flow {
         let new: HashSet<u64> = users.iter().copied().filter(|u| !self.watches.contains(u)).collect();
-        if self.watches.len() + new.len() > self.shared.config.limits.max_watch {
+        if self.watches.len() + new.len() > self.shared.limits.max_watch() {
             return self.fail(req, ErrorCode::LimitExceeded, "watch set over its limit");
         }
         for user in new {

@@ -1,9 +1,17 @@
-//! Counters the server keeps about itself. Relaxed atomics: they are read
-//! for reports, never to make decisions.
+//! Counters and histograms the server keeps about itself, incremented on the
+//! hot paths and rendered by `crate::admin` as Prometheus text.
+//!
+//! Owns the set of series and their storage: relaxed atomics, so recording
+//! costs one uncontended add. It must not make decisions from them, format
+//! them, or allocate when recording. Gauges that already live elsewhere
+//! (sessions, connections, queue depths) are read at scrape time instead of
+//! being mirrored here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::protocol::udp::DropReason;
+use crate::protocol::ErrorCode;
 
 #[derive(Default, Debug)]
 pub struct Counter(AtomicU64);
@@ -22,17 +30,131 @@ impl Counter {
     }
 }
 
+/// Upper bounds of the histogram buckets, in microseconds: 50 µs to 10 s,
+/// roughly ×2–2.5 apart, which covers an fsync on a fast disk up to a stalled
+/// fan-out without per-series tuning.
+pub const BUCKETS_US: [u64; 17] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+/// A latency histogram with fixed buckets ([`BUCKETS_US`]) plus +Inf.
+///
+/// Counts are per bucket (not cumulative) so recording touches one slot; the
+/// exposition makes them cumulative.
+#[derive(Default, Debug)]
+pub struct Histogram {
+    buckets: [Counter; BUCKETS_US.len() + 1],
+    sum_us: Counter,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let slot = BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[slot].inc();
+        self.sum_us.add(us);
+    }
+
+    /// Per-bucket counts (the last one is +Inf) and the sum in microseconds.
+    pub fn snapshot(&self) -> ([u64; BUCKETS_US.len() + 1], u64) {
+        (std::array::from_fn(|i| self.buckets[i].get()), self.sum_us.get())
+    }
+}
+
+/// Why a TCP connection ended, as the server saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// BYE, or the peer closed or reset the connection.
+    Peer,
+    /// The server sent GOAWAY (shutdown).
+    Goaway,
+    /// The peer stopped accepting bytes (write error or timeout).
+    WriteFailed,
+    /// The server closed with an ERROR of this code.
+    Error(ErrorCode),
+}
+
+/// Slots for error codes: the wire codes are small (1..=19 in v1).
+const ERROR_SLOTS: usize = 32;
+
 #[derive(Default, Debug)]
 pub struct Metrics {
     pub heartbeats_tcp: Counter,
     pub heartbeats_udp: Counter,
     pub heartbeats_batch: Counter,
     pub connections_accepted: Counter,
+    /// Presence entries queued to watchers.
+    pub watch_events: Counter,
+    /// Queued presence entries replaced by a newer one for the same user.
+    pub watch_events_coalesced: Counter,
+    /// Time of one durable store write (last-seen batches now, feed commits later).
+    pub store_commit: Histogram,
+    /// Feed: posts accepted.
+    pub posts: Counter,
+    /// Feed: entries inserted into home timelines by fan-out.
+    pub fanout_inserts: Counter,
+    /// Feed: time from a post's commit to its last fan-out insert.
+    pub fanout_lag: Histogram,
+    /// Feed: timeline reads served from the in-memory hot timeline.
+    pub timeline_reads_hot: Counter,
+    /// Feed: timeline reads rebuilt from the store.
+    pub timeline_reads_cold: Counter,
+    /// Feed: timeline reads merged at read time from followed authors (pull path).
+    pub timeline_reads_pull: Counter,
     udp_dropped: [Counter; 6],
+    errors_sent: [Counter; ERROR_SLOTS],
+    closes_by_error: [Counter; ERROR_SLOTS],
+    closes_peer: Counter,
+    closes_goaway: Counter,
+    closes_write_failed: Counter,
 }
 
 impl Metrics {
     pub fn udp_dropped(&self, reason: DropReason) -> &Counter {
         &self.udp_dropped[reason as usize]
+    }
+
+    /// ERROR frames written to connections, by code.
+    pub fn errors_sent(&self, code: u16) -> Option<&Counter> {
+        self.errors_sent.get(usize::from(code))
+    }
+
+    pub fn closed(&self, reason: CloseReason) -> &Counter {
+        match reason {
+            CloseReason::Peer => &self.closes_peer,
+            CloseReason::Goaway => &self.closes_goaway,
+            CloseReason::WriteFailed => &self.closes_write_failed,
+            CloseReason::Error(code) => &self.closes_by_error[code as usize],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_by_upper_bound() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(51));
+        h.observe(Duration::from_secs(60));
+        let (buckets, sum) = h.snapshot();
+        assert_eq!(buckets[0], 1, "50 µs is in the le=50µs bucket");
+        assert_eq!(buckets[1], 1);
+        assert_eq!(buckets[BUCKETS_US.len()], 1, "over 10 s goes to +Inf");
+        assert_eq!(sum, 50 + 51 + 60_000_000);
+    }
+
+    #[test]
+    fn every_error_code_has_a_slot() {
+        let m = Metrics::default();
+        for code in 0..=u16::from(u8::MAX) {
+            if let Some(code) = ErrorCode::from_u16(code) {
+                m.closed(CloseReason::Error(code)).inc();
+                m.errors_sent(code as u16).expect("slot").inc();
+            }
+        }
     }
 }

@@ -6,33 +6,41 @@
 //!
 //! Tasks: one accept loop; per connection a read loop ([`conn`]) and a
 //! write task; one UDP receive loop per worker ([`udp`]); one ticker that
-//! expires sessions every 100 ms and writes last-seen times to the store
-//! every second.
+//! expires sessions every 100 ms, writes last-seen times to the store every
+//! second and archives cold posts every minute; per connection using the
+//! feed, a feed task, and a pool of fanout threads ([`feed`]); the HTTP
+//! admin listener ([`crate::admin`]) and, under systemd, a watchdog pinger
+//! ([`systemd`]). The listening sockets come from systemd when it passes them.
+//!
+//! Feed state is rebuilt eagerly at start: the social graph and the newest
+//! `feed.hot_items` posts of every author are read from the store before the
+//! listeners accept anyone (measured in BENCHMARKS.md).
 
 pub mod conn;
+pub mod feed;
 pub mod handler;
 pub mod metrics;
 pub mod net;
 pub mod outbox;
+pub mod reload;
+pub mod systemd;
 pub mod udp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Keyring, Secret, UdpKeys, UdpPeer};
+use crate::auth::{Secret, UdpKeys, UdpPeer};
 use crate::config::Config;
-use crate::presence::{
-    entry_for, Change, MemoryBlocks, Presence, PresenceConfig, SessionError, SessionId, View, Viewer, TICK_MS,
-};
+use crate::presence::{entry_for, Change, Presence, PresenceConfig, SessionError, SessionId, View, Viewer, TICK_MS};
 use crate::protocol::udp::ReplayWindow;
-use crate::protocol::{BatchEntry, ErrorCode, GoawayReason, Message, PresenceEntry, Status};
+use crate::protocol::{BatchEntry, ErrorCode, GoawayReason, Message, PresenceEntry, Stats, Status};
 use crate::store::{Store, StoreError};
 use metrics::Metrics;
 use outbox::{error, Outbox};
@@ -42,6 +50,8 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Threads that fan posts out to inboxes and live connections.
+const FANOUT_WORKERS: usize = 2;
 /// How often presence changes waiting for the store are written.
 const LAST_SEEN_FLUSH: Duration = Duration::from_secs(1);
 /// What GOAWAY asks clients to wait before reconnecting (they add jitter).
@@ -58,6 +68,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot use the sockets passed by systemd (LISTEN_FDS): {0}")]
+    Inherited(std::io::Error),
 }
 
 /// What the server knows about one live connection.
@@ -75,10 +87,18 @@ pub struct Shared {
     pub config: Config,
     pub presence_config: PresenceConfig,
     pub presence: Presence,
-    pub keyring: Keyring,
+    /// Token secrets; rotated on SIGHUP.
+    pub keyring: reload::Keys,
+    /// The limits a SIGHUP may change; read these, not `config.limits`.
+    pub limits: reload::Limits,
     pub udp_keys: UdpKeys,
-    /// Stand-in block list until the feed keeps a social graph.
-    pub blocks: MemoryBlocks,
+    /// Posts, the social graph (also presence's block list) and timelines.
+    pub feed: crate::feed::Feed,
+    /// Group commit of posts.
+    pub committer: crate::store::Committer,
+    /// Users with LIVE on, and their connections.
+    pub live: DashMap<u64, Vec<u32>>,
+    pub fanout: feed::FanoutQueue,
     pub store: Store,
     pub conns: DashMap<u32, ConnEntry>,
     next_conn: AtomicU32,
@@ -122,10 +142,13 @@ impl Shared {
         let view = change.view();
         for conn in &change.watchers {
             if let Some(entry) = self.conns.get(conn) {
-                if crate::presence::blocked(entry.viewer, change.user, &self.blocks) {
+                if crate::presence::blocked(entry.viewer, change.user, &self.feed) {
                     continue;
                 }
-                entry.outbox.presence(entry_for(entry.viewer, change.user, &view, &self.blocks));
+                self.metrics.watch_events.inc();
+                if entry.outbox.presence(entry_for(entry.viewer, change.user, &view, &self.feed)) {
+                    self.metrics.watch_events_coalesced.inc();
+                }
             }
         }
     }
@@ -144,7 +167,18 @@ impl Shared {
                 ..View::default()
             }
         });
-        entry_for(viewer, user, &view, &self.blocks)
+        entry_for(viewer, user, &view, &self.feed)
+    }
+
+    /// The totals STATS and the admin API report.
+    pub fn stats(&self) -> Stats {
+        let totals = self.presence.totals();
+        Stats {
+            online_users: totals.online_users,
+            sessions: totals.sessions,
+            watches: totals.watches,
+            connections: self.conns.len() as u64,
+        }
     }
 
     /// Applies a gateway's batch; returns how many sessions were not its own
@@ -168,6 +202,8 @@ impl Shared {
 pub struct Running {
     pub tcp: SocketAddr,
     pub udp: SocketAddr,
+    /// The HTTP admin listener (`crate::admin`).
+    pub admin: SocketAddr,
     pub shared: Arc<Shared>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -202,12 +238,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let secret = Secret::load_or_create(&config.data_dir.join("secret")).map_err(StartError::Secret)?;
     let store = Store::open(&config.data_dir.join("store"), config.store.durability)?;
     let udp_keys = UdpKeys::generate().map_err(StartError::Secret)?;
-    let listener =
-        net::tcp_listener(config.listen).map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let udp_sockets =
-        net::udp_sockets(config.udp, workers).map_err(|source| StartError::Bind { addr: config.udp, source })?;
+    // Under socket activation systemd holds the sockets across restarts; `config.listen` and `config.udp` are unused then.
+    let inherited = systemd::inherited().map_err(StartError::Inherited)?;
     let bind_error = |addr| move |source| StartError::Bind { addr, source };
+    let listener = match inherited.tcp {
+        Some(listener) => tokio::net::TcpListener::from_std(listener),
+        None => net::tcp_listener(config.listen),
+    }
+    .map_err(bind_error(config.listen))?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let udp_sockets = match inherited.udp {
+        sockets if sockets.is_empty() => net::udp_sockets(config.udp, workers),
+        sockets => sockets.into_iter().map(tokio::net::UdpSocket::from_std).collect(),
+    }
+    .map_err(bind_error(config.udp))?;
+    let admin_listener =
+        tokio::net::TcpListener::bind(config.admin.listen).await.map_err(bind_error(config.admin.listen))?;
+    let admin = admin_listener.local_addr().map_err(bind_error(config.admin.listen))?;
     let tcp = listener.local_addr().map_err(bind_error(config.listen))?;
     let udp = udp_sockets[0].local_addr().map_err(bind_error(config.udp))?;
 
@@ -215,9 +262,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let shared = Arc::new(Shared {
         presence: Presence::new(presence_config, now_ms()),
         presence_config,
-        keyring: Keyring { current: secret, previous: None },
+        keyring: reload::Keys::new(secret),
+        limits: reload::Limits::new(&config.limits),
         udp_keys,
-        blocks: MemoryBlocks::default(),
+        feed: crate::feed::Feed::new(config.feed(), config.feed.node),
+        committer: crate::store::Committer::start(store.clone()),
+        live: DashMap::new(),
+        fanout: feed::FanoutQueue::new(),
         store,
         conns: DashMap::new(),
         next_conn: AtomicU32::new(1),
@@ -226,14 +277,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop: CancellationToken::new(),
         config,
     });
+    let restoring = Instant::now();
+    let restorer = shared.clone();
+    let restored = tokio::task::spawn_blocking(move || feed::restore(&restorer)).await;
+    let (edges, posts) = restored.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    tracing::info!(edges, posts, took = ?restoring.elapsed(), "feed restored from the store");
+    feed::start_fanout(&shared, FANOUT_WORKERS);
     for socket in udp_sockets {
         tokio::spawn(udp::receive(socket, shared.clone()));
     }
     let ticker = tokio::spawn(tick_loop(shared.clone()));
     let shutdown = CancellationToken::new();
+    tokio::spawn(crate::admin::serve(admin_listener, shared.clone(), shutdown.clone()));
+    if let Some(every) = systemd::watchdog_interval() {
+        tokio::spawn(systemd::watchdog(every, shared.stop.clone()));
+    }
     let task = tokio::spawn(run(shared.clone(), listener, ticker, shutdown.clone()));
-    tracing::info!(%tcp, %udp, data_dir = %shared.config.data_dir.display(), "heartline listening");
-    Ok(Running { tcp, udp, shared, shutdown, task })
+    tracing::info!(%tcp, %udp, %admin, data_dir = %shared.config.data_dir.display(), "heartline listening");
+    // Listeners bound and store open: systemd may start what depends on us. STATUS also tells tests the ports.
+    systemd::tell(&format!("READY=1\nSTATUS=listening on tcp {tcp}, udp {udp}, admin {admin}"));
+    Ok(Running { tcp, udp, admin, shared, shutdown, task })
 }
 
 async fn run(
@@ -259,6 +322,7 @@ async fn run(
         }
     }
     drop(listener);
+    systemd::tell("STOPPING=1\nSTATUS=draining");
     drain(&shared).await;
     shared.stop.cancel();
     let _ = ticker.await;
@@ -289,6 +353,7 @@ async fn tick_loop(shared: Arc<Shared>) {
     let mut ticks = tokio::time::interval(Duration::from_millis(TICK_MS));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut flushed = tokio::time::Instant::now();
+    let mut archived = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shared.stop.cancelled() => return,
@@ -307,6 +372,11 @@ async fn tick_loop(shared: Arc<Shared>) {
             flushed = tokio::time::Instant::now();
             write_last_seen(&shared, shared.presence.pending_last_seen()).await;
         }
+        if archived.elapsed() >= shared.config.feed.archive_interval {
+            archived = tokio::time::Instant::now();
+            let released = shared.feed.archive(now_ms());
+            tracing::debug!(released, "posts moved out of memory");
+        }
     }
 }
 
@@ -316,7 +386,13 @@ async fn write_last_seen(shared: &Arc<Shared>, batch: Vec<(u64, u64)>) {
         return;
     }
     let writer = shared.clone();
-    let written = tokio::task::spawn_blocking(move || writer.store.put_last_seen(&batch).map(|()| batch)).await;
+    let written = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let written = writer.store.put_last_seen(&batch);
+        writer.metrics.store_commit.observe(started.elapsed());
+        written.map(|()| batch)
+    })
+    .await;
     match written {
         Ok(Ok(batch)) => shared.presence.forget_last_seen(&batch),
         Ok(Err(e)) => tracing::error!(error = %e, "cannot write last seen; will retry"),

@@ -68,22 +68,28 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Queues a presence entry, replacing a queued one for the same user.
-    pub fn presence(&self, entry: PresenceEntry) {
+    /// Queues a presence entry, replacing a queued one for the same user;
+    /// true when it replaced one (for the server's coalescing counter).
+    pub fn presence(&self, entry: PresenceEntry) -> bool {
         let mut q = self.lock();
         if q.closing.is_some() {
-            return;
+            return false;
         }
-        if let Some(queued) = q.presence.get_mut(&entry.user) {
+        let coalesced = if let Some(queued) = q.presence.get_mut(&entry.user) {
             *queued = entry;
             q.coalesced += 1;
-        } else if q.len() >= self.limit {
-            Self::overflow(&mut q);
+            true
         } else {
-            q.presence.insert(entry.user, entry);
-        }
+            if q.len() >= self.limit {
+                Self::overflow(&mut q);
+            } else {
+                q.presence.insert(entry.user, entry);
+            }
+            false
+        };
         drop(q);
         self.wake.notify_one();
+        coalesced
     }
 
     /// The queue freezes (nothing more is taken, so memory stays bounded);

@@ -6,20 +6,25 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A failed store operation.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Clone` because one failed group commit is reported to every post that
+/// waited on it (see [`super::Committer`]); the sources sit behind `Arc` so
+/// that each waiter gets the very same cause, not a copy of its message.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store's directory could not be created.
     #[error("cannot create store directory {}: {source}", path.display())]
-    CreateDir { path: PathBuf, source: io::Error },
+    CreateDir { path: PathBuf, source: Arc<io::Error> },
     /// Another handle, in this process or another, has the store open.
     #[error("store {} is already open elsewhere", .0.display())]
     Locked(PathBuf),
     /// Reading or writing a file failed: disk full, read-only file system,
     /// quota, or a device error. A failed write also poisons the store.
     #[error("store I/O failed: {0}")]
-    Io(#[source] io::Error),
+    Io(#[source] Arc<io::Error>),
     /// An earlier write failed, so the engine refuses every write until the
     /// store is opened again: it cannot tell how much of that write reached
     /// the journal.
@@ -31,7 +36,7 @@ pub enum StoreError {
     /// Anything else the engine reported (checksum mismatch, unknown format
     /// version, failed recovery): waiting will not fix it.
     #[error("store engine error: {0}")]
-    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Engine(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
 
 /// Why the store cannot serve a write right now, for logs and operators.
@@ -74,8 +79,8 @@ impl StoreError {
 /// as I/O too, so that "disk full" is recognised wherever it happened.
 pub(super) fn from_engine(e: fjall::Error) -> StoreError {
     match e {
-        fjall::Error::Io(e) | fjall::Error::Storage(fjall::LsmError::Io(e)) => StoreError::Io(e),
+        fjall::Error::Io(e) | fjall::Error::Storage(fjall::LsmError::Io(e)) => StoreError::Io(Arc::new(e)),
         fjall::Error::Poisoned => StoreError::Poisoned,
-        other => StoreError::Engine(Box::new(other)),
+        other => StoreError::Engine(Arc::new(other)),
     }
 }

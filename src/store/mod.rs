@@ -1,25 +1,31 @@
-//! The durable store in the data dir: last-seen times now; posts, the
-//! author index and the social graph later (docs/store.md reserves their
-//! layout).
+//! The durable store in the data dir: last-seen times, posts with their
+//! author index, and the social graph (follows and blocks). docs/store.md
+//! describes the key layout and the durability settings.
 //!
 //! Owns the on-disk key layout and when a write counts as durable. It is the
 //! only module that names the engine (fjall, an LSM tree with a
 //! write-ahead journal); the rest of the crate sees [`Store`],
-//! [`Durability`] and [`StoreError`]. It must not decide what to write or
-//! when: the presence flusher and, later, the feed's group committer do.
+//! [`Durability`], [`StoreError`] and the record types. It must not decide
+//! what to write or when: the presence flusher and the feed do; the feed's
+//! group committer ([`Committer`]) only decides how many posts share a write.
 //!
 //! Every method blocks on disk I/O (a write with [`Durability::Fsync`] waits
 //! for an fsync). Async callers go through `tokio::task::spawn_blocking` or a
 //! dedicated thread, never straight from a runtime worker.
 
+mod commit;
 mod error;
+mod feed;
 #[cfg(test)]
 mod tests;
 
+pub use commit::Committer;
 pub use error::{Outage, StoreError};
+pub use feed::{Edge, StoredPost};
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use serde::{Deserialize, Serialize};
@@ -39,8 +45,8 @@ pub enum Durability {
 }
 
 /// Key space (fjall keyspace) of last-seen times: user id, u64 big-endian →
-/// last seen, Unix ms, u64 big-endian. The other key spaces are reserved in
-/// docs/store.md.
+/// last seen, Unix ms, u64 big-endian. The feed's key spaces are in
+/// `feed.rs`.
 const LAST_SEEN: &str = "last_seen";
 
 /// A handle on the store. Cloning is cheap (reference counts) and clones
@@ -49,6 +55,7 @@ const LAST_SEEN: &str = "last_seen";
 pub struct Store {
     db: Database,
     last_seen: Keyspace,
+    feed: feed::Keyspaces,
     durability: Durability,
 }
 
@@ -57,13 +64,15 @@ impl Store {
     /// missing, and replays the journal of an unclean shutdown. Fails with
     /// [`StoreError::Locked`] while another handle has `dir` open.
     pub fn open(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source: Arc::new(source) })?;
         let db = Database::builder(dir).open().map_err(|e| match e {
             fjall::Error::Locked => StoreError::Locked(dir.to_owned()),
             e => from_engine(e),
         })?;
         let last_seen = db.keyspace(LAST_SEEN, KeyspaceCreateOptions::default).map_err(from_engine)?;
-        Ok(Store { db, last_seen, durability })
+        let feed = feed::Keyspaces::open(&db)?;
+        Ok(Store { db, last_seen, feed, durability })
     }
 
     /// Writes last-seen times `(user, last_seen_ms)` as one atomic batch: after

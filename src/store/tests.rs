@@ -9,10 +9,10 @@ use rand::{Rng, SeedableRng};
 use super::*;
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> TempDir {
+    pub(super) fn new(name: &str) -> TempDir {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("heartline-store-{}-{n}-{name}", std::process::id()));
@@ -20,7 +20,7 @@ impl TempDir {
         TempDir(path)
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -191,7 +191,7 @@ fn durability_reads_its_lowercase_config_names() {
 
 #[test]
 fn outages_are_told_apart_from_errors_that_waiting_cannot_fix() {
-    let io_error = |kind: io::ErrorKind| StoreError::Io(io::Error::from(kind));
+    let io_error = |kind: io::ErrorKind| StoreError::Io(Arc::new(io::Error::from(kind)));
     assert_eq!(io_error(io::ErrorKind::StorageFull).outage(), Some(Outage::Full));
     assert_eq!(io_error(io::ErrorKind::QuotaExceeded).outage(), Some(Outage::Full));
     assert_eq!(io_error(io::ErrorKind::ReadOnlyFilesystem).outage(), Some(Outage::ReadOnly));
@@ -205,4 +205,33 @@ fn outages_are_told_apart_from_errors_that_waiting_cannot_fix() {
     let deep = fjall::Error::Storage(fjall::LsmError::Io(enospc()));
     assert_eq!(error::from_engine(deep).outage(), Some(Outage::Full));
     assert!(matches!(error::from_engine(fjall::Error::Poisoned), StoreError::Poisoned));
+}
+
+/// Carries a child test's argument (a store directory) to the child process;
+/// its absence tells a child test that it runs in an ordinary test run.
+const CHILD_ARG: &str = "HEARTLINE_STORE_TEST_CHILD";
+
+/// The argument [`child_test`] passed, `None` outside a child process (the
+/// child test then returns at once).
+pub(super) fn child_arg() -> Option<String> {
+    std::env::var(CHILD_ARG).ok()
+}
+
+/// A command that runs the ignored test `name` (its path without the crate
+/// name) of this test binary in a child process with `arg`, its command line
+/// prefixed by `prefix` (a program that execs the rest, such as `sh -c`).
+/// For what a test cannot do in-process: die without unwinding, or run under
+/// a resource limit.
+pub(super) fn child_test(name: &str, arg: &str, prefix: &[&str]) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(&exe);
+            command
+        }
+        None => std::process::Command::new(&exe),
+    };
+    command.args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"]).env(CHILD_ARG, arg);
+    command
 }

@@ -34,6 +34,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.presence.ttl = Duration::from_millis(2_000);
     config.presence.grace = Duration::from_millis(600);
     config.limits.drain_timeout = Duration::from_millis(500);
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config
 }
 
@@ -54,7 +55,20 @@ impl Daemon {
     pub async fn restart(mut self) -> Self {
         let dir = self._dir.take();
         self.running.shutdown().await;
-        let running = server::start(self.config.clone()).await.unwrap();
+        // The old daemon's connection tasks may still hold its store for a
+        // moment after shutdown returns (a client that stays connected while
+        // draining), so the store may be locked at first.
+        let until = tokio::time::Instant::now() + PATIENCE;
+        let running = loop {
+            match server::start(self.config.clone()).await {
+                Ok(running) => break running,
+                Err(e) if tokio::time::Instant::now() < until => {
+                    eprintln!("restart: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot restart: {e}"),
+            }
+        };
         Self { running, config: self.config, _dir: dir }
     }
 

@@ -1,0 +1,168 @@
+//! The Prometheus text exposition format (version 0.0.4) of the server's
+//! metrics: the counters and histograms of `crate::server::metrics`, and
+//! gauges read from the live state at scrape time.
+//!
+//! Owns series names, labels and help texts. It must not keep state: every
+//! scrape renders afresh. Reading the queue gauges locks each connection's
+//! outbox once, briefly; at a million connections a scrape costs tens of
+//! milliseconds of one thread, so scrape every 10 s or slower.
+
+use std::fmt::Write;
+
+use crate::protocol::udp::DropReason;
+use crate::protocol::ErrorCode;
+use crate::server::metrics::{CloseReason, Counter, Histogram, BUCKETS_US};
+use crate::server::Shared;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const DROP_REASONS: [(DropReason, &str); 6] = [
+    (DropReason::BadLength, "bad_length"),
+    (DropReason::UnknownType, "unknown_type"),
+    (DropReason::Malformed, "malformed"),
+    (DropReason::UnknownId, "unknown_id"),
+    (DropReason::BadTag, "bad_tag"),
+    (DropReason::Replayed, "replayed"),
+];
+
+/// Every error code this protocol version defines.
+fn error_codes() -> impl Iterator<Item = ErrorCode> {
+    (0..=u16::from(u8::MAX)).filter_map(ErrorCode::from_u16)
+}
+
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: u64) {
+        let _ = match labels {
+            "" => writeln!(self.0, "{name} {value}"),
+            labels => writeln!(self.0, "{name}{{{labels}}} {value}"),
+        };
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "gauge", help);
+        self.sample(name, "", value);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, counter: &Counter) {
+        self.family(name, "counter", help);
+        self.sample(name, "", counter.get());
+    }
+
+    /// A counter family with one label.
+    fn labelled<'a>(&mut self, name: &str, help: &str, label: &str, series: impl IntoIterator<Item = (&'a str, u64)>) {
+        self.family(name, "counter", help);
+        for (value, count) in series {
+            self.sample(name, &format!("{label}=\"{value}\""), count);
+        }
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) {
+        self.family(name, "histogram", help);
+        let (buckets, sum_us) = histogram.snapshot();
+        let mut cumulative = 0;
+        for (bound, count) in BUCKETS_US.iter().zip(&buckets) {
+            cumulative += count;
+            let _ = writeln!(self.0, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+        }
+        cumulative += buckets[BUCKETS_US.len()];
+        let _ = writeln!(self.0, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(self.0, "{name}_sum {}", sum_us as f64 / 1e6);
+        let _ = writeln!(self.0, "{name}_count {cumulative}");
+    }
+}
+
+/// Every series, as one scrape's body.
+pub fn render(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let mut out = Exposition(String::with_capacity(16 * 1024));
+    out.family("heartline_build_info", "gauge", "The running version.");
+    out.sample("heartline_build_info", concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""), 1);
+
+    let heartbeats = [("tcp", &m.heartbeats_tcp), ("udp", &m.heartbeats_udp), ("batch", &m.heartbeats_batch)];
+    out.labelled(
+        "heartline_heartbeats_total",
+        "Heartbeats applied, by path: tcp (HEARTBEAT), udp (datagrams, gateway batches over UDP included), batch (gateway batches over TCP).",
+        "path",
+        heartbeats.map(|(path, c)| (path, c.get())),
+    );
+
+    let totals = shared.presence.totals();
+    out.gauge("heartline_sessions", "Live sessions, grace windows included.", totals.sessions);
+    out.gauge("heartline_users_online", "Users with at least one visible session.", totals.online_users);
+    out.gauge("heartline_watches", "Watch subscriptions (watcher, user pairs).", totals.watches);
+    out.gauge("heartline_connections", "Connections past HELLO.", shared.conns.len() as u64);
+    out.counter("heartline_connections_accepted_total", "TCP connections accepted.", &m.connections_accepted);
+
+    let mut closes = vec![
+        ("peer".to_owned(), m.closed(CloseReason::Peer).get()),
+        ("goaway".to_owned(), m.closed(CloseReason::Goaway).get()),
+        ("write_failed".to_owned(), m.closed(CloseReason::WriteFailed).get()),
+    ];
+    closes.extend(
+        error_codes()
+            .filter(|code| code.closes())
+            .map(|code| (code.name().to_ascii_lowercase(), m.closed(CloseReason::Error(code)).get())),
+    );
+    out.labelled(
+        "heartline_connections_closed_total",
+        "TCP connections ended, by reason: peer (BYE or the client left), goaway, write_failed, or the closing error code.",
+        "reason",
+        closes.iter().map(|(reason, count)| (reason.as_str(), *count)),
+    );
+
+    let errors: Vec<(String, u64)> = error_codes()
+        .map(|code| (code.name().to_ascii_lowercase(), m.errors_sent(code as u16).map_or(0, Counter::get)))
+        .collect();
+    out.labelled(
+        "heartline_errors_sent_total",
+        "ERROR frames sent, by code.",
+        "code",
+        errors.iter().map(|(code, count)| (code.as_str(), *count)),
+    );
+
+    out.counter("heartline_watch_events_total", "Presence entries queued to watchers.", &m.watch_events);
+    out.counter(
+        "heartline_watch_events_coalesced_total",
+        "Queued presence entries replaced by a newer one for the same user before being written.",
+        &m.watch_events_coalesced,
+    );
+    let (mut depth, mut deepest) = (0u64, 0u64);
+    for entry in shared.conns.iter() {
+        let queued = entry.outbox.depth().0 as u64;
+        depth += queued;
+        deepest = deepest.max(queued);
+    }
+    out.gauge("heartline_outbound_queue_depth", "Frames and entries waiting to be written, all connections.", depth);
+    out.gauge("heartline_outbound_queue_depth_max", "The deepest single connection's outbound queue.", deepest);
+
+    out.labelled(
+        "heartline_udp_dropped_total",
+        "UDP datagrams dropped, by reason.",
+        "reason",
+        DROP_REASONS.map(|(reason, name)| (name, m.udp_dropped(reason).get())),
+    );
+
+    out.histogram("heartline_store_commit_seconds", "Time of one durable store write.", &m.store_commit);
+
+    out.counter("heartline_posts_total", "Posts accepted.", &m.posts);
+    out.counter("heartline_fanout_inserts_total", "Home-timeline entries inserted by fan-out.", &m.fanout_inserts);
+    out.histogram(
+        "heartline_fanout_lag_seconds",
+        "Time from a post's commit to its last fan-out insert.",
+        &m.fanout_lag,
+    );
+    let reads = [("hot", &m.timeline_reads_hot), ("cold", &m.timeline_reads_cold), ("pull", &m.timeline_reads_pull)];
+    out.labelled(
+        "heartline_timeline_reads_total",
+        "Timeline reads, by path: hot (in memory), cold (rebuilt from the store), pull (merged at read time).",
+        "path",
+        reads.map(|(path, c)| (path, c.get())),
+    );
+    out.0
+}

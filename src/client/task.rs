@@ -1,0 +1,660 @@
+//! The background task behind a [`Client`](super::Client): the only owner of
+//! the connection.
+//!
+//! Owns the TCP socket (reads and writes), the UDP socket, the heartbeat
+//! ticker, the table of outstanding requests, the watch set and LIVE state,
+//! and reconnection with resumption. It must never wait for the application:
+//! replies go to oneshot channels and pushes to mailboxes that do not block
+//! (see `mailbox`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::codec::FramedRead;
+
+use super::error::ClientError;
+use super::mailbox::{LiveBox, LiveEvent, WatchBox};
+use super::{ClientConfig, State};
+use crate::protocol::{
+    encode_frame, limits, udp, varint, HeartbeatState, Hello, Message, MessageCodec, Role, Status, Text, Welcome,
+    VERSION,
+};
+
+/// A heartbeat interval below this (a server may announce any, even 0) is
+/// raised to it, so that a misconfigured server cannot make the client spin.
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What a reply channel carries.
+pub(super) type Reply = oneshot::Sender<Result<Message, ClientError>>;
+
+/// Something a push goes to.
+pub(super) enum Subscriber {
+    Watch(Arc<WatchBox>),
+    Live(Arc<LiveBox>),
+}
+
+/// What the handles ask of the task.
+pub(super) enum Command {
+    /// Send `msg` (which carries `req`) and answer `reply` with its reply.
+    Request { req: u64, msg: Message, reply: Reply },
+    /// Route pushes to a new stream (sent before the WATCH or LIVE that feeds it).
+    Subscribe(Subscriber),
+    /// A stream was dropped.
+    Forget(Subscriber),
+    /// BYE, collect owed replies, stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// A request the task is waiting on a reply for.
+struct Pending {
+    /// `None` for requests the task makes itself (watching again after a
+    /// reconnection, unwatching for a dropped stream).
+    reply: Option<Reply>,
+    /// A WATCH: its snapshot goes to the watch streams.
+    watch: bool,
+}
+
+/// How a connection ended.
+enum Flow {
+    /// Lost: reconnect, not before `not_before` if set (GOAWAY).
+    Lost { not_before: Option<Instant>, why: ClientError },
+    /// The client stops for good.
+    Exit(Exit),
+}
+
+enum Exit {
+    /// Closed by the application (`Some`: it waits to hear it is done), or
+    /// every handle is gone.
+    Closed(Option<oneshot::Sender<()>>),
+    /// Reconnecting is off, or pointless (a refused token).
+    Failed(ClientError),
+}
+
+/// One established connection.
+pub(super) struct Conn {
+    reader: FramedRead<OwnedReadHalf, MessageCodec>,
+    writer: OwnedWriteHalf,
+    out: BytesMut,
+    pub(super) welcome: Welcome,
+    pub(super) resumed: bool,
+    role: Role,
+    welcomed_at: Instant,
+    period: Duration,
+    beats: HeartbeatState,
+    udp: Option<UdpBeats>,
+    /// The last fatal ERROR not tied to a request: why the server closes.
+    fatal: Option<ClientError>,
+}
+
+/// UDP heartbeats granted in WELCOME (SPEC.md §8).
+struct UdpBeats {
+    socket: UdpSocket,
+    key: udp::Key,
+    /// The last sequence number sent; the first datagram carries 1 (§8.3).
+    seq: u32,
+    buf: BytesMut,
+}
+
+/// TCP connect, HELLO, WELCOME, within the connect timeout. `status` is the
+/// session's status as last set, which a resumed session keeps.
+pub(super) async fn connect(config: &ClientConfig, resume: u64, status: Status) -> Result<Conn, ClientError> {
+    if config.token.len() > limits::MAX_TOKEN {
+        return Err(ClientError::InvalidArgument("a token has at most 1,024 bytes"));
+    }
+    let handshake = handshake(config, resume, status);
+    tokio::time::timeout(config.connect_timeout, handshake).await.map_err(|_| ClientError::Timeout)?
+}
+
+async fn handshake(config: &ClientConfig, resume: u64, status: Status) -> Result<Conn, ClientError> {
+    let stream = TcpStream::connect(config.addr.as_str()).await?;
+    // Heartbeats are 3 bytes: Nagle's algorithm would hold them back.
+    stream.set_nodelay(true)?;
+    let peer = stream.peer_addr()?;
+    let (reader, mut writer) = stream.into_split();
+    let hello = Message::Hello(Hello {
+        version: VERSION,
+        role: config.role,
+        device: config.device,
+        want_udp: config.want_udp,
+        resume,
+        token: config.token.clone(),
+    });
+    let mut out = BytesMut::new();
+    encode_frame(&hello, &mut out)?;
+    writer.write_all(&out).await?;
+    out.clear();
+    let mut reader = FramedRead::new(reader, MessageCodec::default());
+    let welcome = match reader.next().await {
+        Some(Ok(Message::Welcome(welcome))) => welcome,
+        Some(Ok(Message::Error { code, message, .. })) => return Err(ClientError::server(code, &message)),
+        Some(Ok(other)) => return Err(unexpected(&other)),
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(ClientError::Disconnected),
+    };
+    let welcomed_at = Instant::now();
+    if welcome.version == 0 || welcome.version > VERSION {
+        return Err(ClientError::Protocol(format!("WELCOME version {}", welcome.version)));
+    }
+    if welcome.max_frame as usize > limits::MAX_FRAME {
+        return Err(ClientError::Protocol(format!("WELCOME max_frame {}", welcome.max_frame)));
+    }
+    *reader.decoder_mut() = MessageCodec::new(welcome.max_frame as usize);
+    let udp = match (config.want_udp, welcome.udp_port) {
+        (true, port) if port != 0 => udp_socket(peer, port).await.map(|socket| UdpBeats {
+            socket,
+            key: welcome.udp_key,
+            seq: 0,
+            buf: BytesMut::new(),
+        }),
+        _ => None,
+    };
+    let mut beats = HeartbeatState::new(welcome.heartbeat_interval_ms);
+    // A resumed session keeps its status; the heartbeat state starts from it (§7.1).
+    let resumed = resume != 0 && welcome.session == resume;
+    if resumed {
+        beats.status = status;
+    }
+    Ok(Conn {
+        reader,
+        writer,
+        out,
+        period: Duration::from_millis(welcome.heartbeat_interval_ms.into()).max(MIN_HEARTBEAT_INTERVAL),
+        welcome,
+        resumed,
+        role: config.role,
+        welcomed_at,
+        beats,
+        udp,
+        fatal: None,
+    })
+}
+
+/// A UDP socket towards the server's UDP port, or `None` (TCP heartbeats then
+/// do the job) if the machine will not give us one.
+async fn udp_socket(peer: std::net::SocketAddr, port: u16) -> Option<UdpSocket> {
+    let local = if peer.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let socket = UdpSocket::bind(local).await.ok()?;
+    socket.connect((peer.ip(), port)).await.ok()?;
+    Some(socket)
+}
+
+impl Conn {
+    /// Appends a frame to the output; refuses one over the server's `max_frame`
+    /// (which the server would answer with a fatal FRAME_TOO_LARGE).
+    fn queue(&mut self, msg: &Message) -> Result<(), ClientError> {
+        let too_large = ClientError::InvalidArgument("the request is larger than the server's max_frame");
+        let start = self.out.len();
+        encode_frame(msg, &mut self.out).map_err(|_| ClientError::InvalidArgument("the request is over 1 MiB"))?;
+        match varint::get(&self.out[start..]) {
+            Ok((len, _)) if len <= u64::from(self.welcome.max_frame) => Ok(()),
+            _ => {
+                self.out.truncate(start);
+                Err(too_large)
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        if !self.out.is_empty() {
+            self.writer.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, msg: &Message) -> Result<(), ClientError> {
+        self.queue(msg)?;
+        self.flush().await
+    }
+
+    /// Ticks on absolute deadlines from WELCOME: the k-th heartbeat is due k
+    /// intervals after it (SPEC.md §5.4). Missed ticks are skipped, not
+    /// bunched: the next heartbeat carries the current tick number. A gateway
+    /// has no session and sends no heartbeat.
+    fn ticker(&self) -> Option<Interval> {
+        (self.role == Role::Client).then(|| {
+            let mut ticker = tokio::time::interval_at(self.welcomed_at + self.period, self.period);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            ticker
+        })
+    }
+
+    /// The heartbeat of the current tick: a UDP datagram when UDP was
+    /// granted, else a TCP HEARTBEAT delta (§7).
+    async fn heartbeat(&mut self) -> Result<(), ClientError> {
+        let elapsed = self.welcomed_at.elapsed();
+        if let Some(udp) = &mut self.udp {
+            // When the sequence space is used up, a sender must not wrap (§8.3).
+            if let Some(seq) = udp.seq.checked_add(1) {
+                udp.buf.clear();
+                udp::write_heartbeat(&mut udp.buf, &udp.key, self.welcome.session, seq, None);
+                udp.seq = seq;
+                if udp.socket.send(&udp.buf).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            tracing::debug!("UDP heartbeats unusable; falling back to TCP");
+            self.udp = None;
+        }
+        // Both wrap modulo 2^32, as the state does (§7.1).
+        let seq = (elapsed.as_millis() / self.period.as_millis()) as u32;
+        let ts = elapsed.as_millis() as u32;
+        let hb = self.beats.encode(seq, ts, self.beats.status);
+        self.send(&Message::Heartbeat(hb)).await
+    }
+}
+
+/// Waits for the next tick, or forever without a ticker.
+async fn tick(ticker: &mut Option<Interval>) {
+    match ticker {
+        Some(ticker) => {
+            ticker.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A frame the server must not send here (client-close, §4.4).
+pub(super) fn unexpected(msg: &Message) -> ClientError {
+    ClientError::Protocol(format!("unexpected frame of type 0x{:02x}", msg.type_code()))
+}
+
+/// The `req` of a reply frame; `None` for anything that is not a reply.
+fn reply_req(msg: &Message) -> Option<u64> {
+    match msg {
+        Message::Ok { req }
+        | Message::Presence { req, .. }
+        | Message::StatsReply { req, .. }
+        | Message::Opened { req, .. }
+        | Message::Published { req, .. }
+        | Message::Page { req, .. } => Some(*req),
+        _ => None,
+    }
+}
+
+pub(super) struct Task {
+    config: ClientConfig,
+    commands: mpsc::UnboundedReceiver<Command>,
+    state: watch::Sender<State>,
+    /// Shared with the handles, so that the task's own requests never reuse
+    /// a `req` that is outstanding (§4.3).
+    next_req: Arc<AtomicU64>,
+    pending: HashMap<u64, Pending>,
+    /// Commands that came while there was no connection to send them on.
+    backlog: VecDeque<Command>,
+    watches: Vec<Arc<WatchBox>>,
+    lives: Vec<Arc<LiveBox>>,
+    /// The status and text last set, applied again after a reconnection: a
+    /// new session starts online, without text.
+    status: Option<(Status, Text)>,
+    /// The session to resume on the next connection.
+    resume: u64,
+}
+
+impl Task {
+    pub(super) fn new(
+        config: ClientConfig,
+        commands: mpsc::UnboundedReceiver<Command>,
+        state: watch::Sender<State>,
+        next_req: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            config,
+            commands,
+            state,
+            next_req,
+            pending: HashMap::new(),
+            backlog: VecDeque::new(),
+            watches: Vec::new(),
+            lives: Vec::new(),
+            status: None,
+            resume: 0,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut conn: Conn) {
+        loop {
+            let flow = match self.established(&mut conn).await {
+                Ok(()) => self.serve(&mut conn).await,
+                Err(flow) => flow,
+            };
+            drop(conn);
+            self.fail_pending();
+            let exit = match flow {
+                Flow::Exit(exit) => exit,
+                Flow::Lost { not_before, why } => {
+                    tracing::debug!(error = %why, "connection lost");
+                    match self.reconnect(not_before, why).await {
+                        Ok(next) => {
+                            conn = next;
+                            continue;
+                        }
+                        Err(exit) => exit,
+                    }
+                }
+            };
+            return self.finish(exit);
+        }
+    }
+
+    /// Announces the connection and restores what the previous one had: the
+    /// status, the watch set, LIVE; then sends what waited.
+    async fn established(&mut self, conn: &mut Conn) -> Result<(), Flow> {
+        let lost = |why| Flow::Lost { not_before: None, why };
+        self.resume = if conn.role == Role::Client { conn.welcome.session } else { 0 };
+        self.state.send_replace(State::Connected { welcome: conn.welcome.clone(), resumed: conn.resumed });
+        // Also when "resumed": the reference server numbers sessions by slot,
+        // so a new session (after a restart, or once the grace window ended)
+        // can get the very id asked for. Setting the same status and text
+        // again changes nothing others see (§6.4).
+        if let Some((status, text)) = self.status.clone() {
+            let msg = self.internal(|req| Message::SetStatus { req, session: None, status, text }, false);
+            conn.queue(&msg).map_err(lost)?;
+        }
+        let mut users: Vec<u64> = self.watches.iter().flat_map(|w| w.read(|q| q.users().clone())).collect();
+        users.sort_unstable();
+        users.dedup();
+        for chunk in users.chunks(limits::MAX_IDS) {
+            let msg = self.internal(|req| Message::Watch { req, users: chunk.to_vec() }, true);
+            conn.queue(&msg).map_err(lost)?;
+        }
+        if !self.lives.is_empty() {
+            let msg = self.internal(|req| Message::Live { req, on: true }, false);
+            conn.queue(&msg).map_err(lost)?;
+            for live in &self.lives {
+                live.update(|q| {
+                    q.push(LiveEvent::Gap);
+                    true
+                });
+            }
+        }
+        conn.flush().await.map_err(lost)?;
+        while let Some(cmd) = self.backlog.pop_front() {
+            self.on_command(conn, cmd).await?;
+        }
+        Ok(())
+    }
+
+    /// A request of the task's own: registered, not yet sent.
+    fn internal(&mut self, build: impl FnOnce(u64) -> Message, watch: bool) -> Message {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        self.pending.insert(req, Pending { reply: None, watch });
+        build(req)
+    }
+
+    async fn serve(&mut self, conn: &mut Conn) -> Flow {
+        let mut ticker = conn.ticker();
+        // Set by GOAWAY: stop sending, reconnect at this instant (§4.9).
+        let mut draining: Option<Instant> = None;
+        loop {
+            let step = tokio::select! {
+                frame = conn.reader.next() => match frame {
+                    Some(Ok(msg)) => self.on_message(conn, msg, &mut draining),
+                    Some(Err(e)) => Err(e.into()),
+                    None => Err(conn.fatal.take().unwrap_or(ClientError::Disconnected)),
+                }
+                .map_err(|why| Flow::Lost { not_before: draining, why }),
+                cmd = self.commands.recv() => match (cmd, draining) {
+                    // Every handle is gone.
+                    (None, _) => {
+                        self.bye(conn).await;
+                        Err(Flow::Exit(Exit::Closed(None)))
+                    }
+                    (Some(cmd), Some(_)) => self.hold(Some(cmd)).map_err(Flow::Exit),
+                    (Some(cmd), None) => self.on_command(conn, cmd).await,
+                },
+                _ = tick(&mut ticker), if draining.is_none() => {
+                    conn.heartbeat().await.map_err(|why| Flow::Lost { not_before: None, why })
+                }
+                // The delay GOAWAY asked for is over: reconnect now, even if
+                // the old connection has not closed yet (§4.9 allows it).
+                _ = tokio::time::sleep_until(draining.unwrap_or_else(Instant::now)), if draining.is_some() => {
+                    Err(Flow::Lost { not_before: Some(Instant::now()), why: ClientError::Disconnected })
+                }
+            };
+            if let Err(flow) = step {
+                return flow;
+            }
+        }
+    }
+
+    /// Keeps a command for the next connection. Closing cannot wait.
+    fn hold(&mut self, cmd: Option<Command>) -> Result<(), Exit> {
+        match cmd {
+            None => Err(Exit::Closed(None)),
+            Some(Command::Close(done)) => Err(Exit::Closed(Some(done))),
+            Some(cmd) => {
+                self.backlog.push_back(cmd);
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_command(&mut self, conn: &mut Conn, cmd: Command) -> Result<(), Flow> {
+        let lost = |why| Flow::Lost { not_before: None, why };
+        match cmd {
+            Command::Request { req, msg, reply } => {
+                if reply.is_closed() {
+                    // The caller gave up (timed out) while it waited in the backlog.
+                    return Ok(());
+                }
+                if let Err(e) = conn.queue(&msg) {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
+                }
+                self.note(conn, &msg);
+                self.pending.insert(req, Pending { reply: Some(reply), watch: matches!(msg, Message::Watch { .. }) });
+                conn.flush().await.map_err(lost)
+            }
+            Command::Subscribe(Subscriber::Watch(w)) => {
+                self.watches.push(w);
+                Ok(())
+            }
+            Command::Subscribe(Subscriber::Live(l)) => {
+                self.lives.push(l);
+                Ok(())
+            }
+            Command::Forget(sub) => {
+                if let Some(msg) = self.forget(sub) {
+                    conn.send(&msg).await.map_err(lost)?;
+                }
+                Ok(())
+            }
+            Command::Close(done) => {
+                self.bye(conn).await;
+                Err(Flow::Exit(Exit::Closed(Some(done))))
+            }
+        }
+    }
+
+    /// Keeps what the next connection has to restore.
+    fn note(&mut self, conn: &mut Conn, msg: &Message) {
+        match msg {
+            Message::SetStatus { status, text, .. } => {
+                conn.beats.status = *status;
+                self.status = Some((*status, text.clone()));
+            }
+            Message::Unwatch { users, .. } => {
+                for w in &self.watches {
+                    w.update(|q| {
+                        users.iter().for_each(|&u| q.remove(u));
+                        false
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops a stream; returns the UNWATCH or LIVE off it leaves to send.
+    fn forget(&mut self, sub: Subscriber) -> Option<Message> {
+        match sub {
+            Subscriber::Watch(gone) => {
+                self.watches.retain(|w| !Arc::ptr_eq(w, &gone));
+                let others: HashSet<u64> = self.watches.iter().flat_map(|w| w.read(|q| q.users().clone())).collect();
+                let users: Vec<u64> = gone.read(|q| q.users().difference(&others).copied().collect());
+                // One stream rarely watches more than MAX_IDS; the rest stays
+                // watched until the connection ends, which costs only pushes
+                // that no stream takes.
+                let users = users.into_iter().take(limits::MAX_IDS).collect::<Vec<_>>();
+                (!users.is_empty()).then(|| self.internal(|req| Message::Unwatch { req, users }, false))
+            }
+            Subscriber::Live(gone) => {
+                self.lives.retain(|l| !Arc::ptr_eq(l, &gone));
+                self.lives.is_empty().then(|| self.internal(|req| Message::Live { req, on: false }, false))
+            }
+        }
+    }
+
+    fn on_message(&mut self, conn: &mut Conn, msg: Message, draining: &mut Option<Instant>) -> Result<(), ClientError> {
+        if let Some(req) = reply_req(&msg) {
+            // A reply to no outstanding request is ignored (§4.4).
+            if let Some(pending) = self.pending.remove(&req) {
+                if let (true, Message::Presence { entries, .. }) = (pending.watch, &msg) {
+                    self.offer(entries);
+                }
+                if let Some(reply) = pending.reply {
+                    let _ = reply.send(Ok(msg));
+                }
+            }
+            return Ok(());
+        }
+        match msg {
+            Message::Error { req, code, message } => {
+                let error = ClientError::server(code, &message);
+                match self.pending.remove(&req) {
+                    Some(Pending { reply: Some(reply), .. }) if req != 0 => {
+                        let _ = reply.send(Err(error));
+                    }
+                    _ => {
+                        tracing::debug!(%error, "error from the server");
+                        if error.code().is_some_and(|c| c.closes()) {
+                            conn.fatal = Some(error);
+                        }
+                    }
+                }
+            }
+            Message::PresencePush { entries } => self.offer(&entries),
+            Message::ItemPush(item) => self.live(LiveEvent::Item(item)),
+            Message::DeletedPush { post } => self.live(LiveEvent::Deleted { post }),
+            Message::Goaway { reconnect_after_ms, .. } if draining.is_none() => {
+                // Uniform in [r, 2r] from receipt (§4.9).
+                let r = u64::from(reconnect_after_ms);
+                let delay = Duration::from_millis(r + fastrand::u64(0..=r));
+                *draining = Some(Instant::now() + delay);
+                tracing::debug!(?delay, "GOAWAY: reconnecting");
+            }
+            other => return Err(unexpected(&other)),
+        }
+        Ok(())
+    }
+
+    fn offer(&self, entries: &[crate::protocol::PresenceEntry]) {
+        for w in &self.watches {
+            w.update(|q| entries.iter().fold(false, |taken, e| q.offer(e) | taken));
+        }
+    }
+
+    fn live(&self, event: LiveEvent) {
+        for l in &self.lives {
+            l.update(|q| {
+                q.push(event.clone());
+                true
+            });
+        }
+    }
+
+    /// BYE, then the replies still owed until the server closes (§4.8).
+    async fn bye(&mut self, conn: &mut Conn) {
+        if conn.send(&Message::Bye).await.is_err() {
+            return;
+        }
+        let mut draining = None;
+        let _ = tokio::time::timeout(self.config.connect_timeout, async {
+            while let Some(Ok(msg)) = conn.reader.next().await {
+                if self.on_message(conn, msg, &mut draining).is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// The outcome of requests still outstanding on a lost connection is unknown.
+    fn fail_pending(&mut self) {
+        for (_, pending) in self.pending.drain() {
+            if let Some(reply) = pending.reply {
+                let _ = reply.send(Err(ClientError::Disconnected));
+            }
+        }
+    }
+
+    /// Connects again, after `not_before` or a short random delay, then with
+    /// jittered exponential back-off. Commands wait meanwhile.
+    async fn reconnect(&mut self, not_before: Option<Instant>, why: ClientError) -> Result<Conn, Exit> {
+        let Some(backoff) = self.config.reconnect else {
+            return Err(Exit::Failed(why));
+        };
+        let mut at = not_before.unwrap_or_else(|| Instant::now() + backoff.delay(0));
+        for attempt in 1.. {
+            self.state.send_replace(State::Reconnecting { attempt });
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => break,
+                    cmd = self.commands.recv() => self.hold(cmd)?,
+                }
+            }
+            let status = self.status.as_ref().map_or(Status::Online, |(s, _)| *s);
+            match connect(&self.config, self.resume, status).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) if !e.worth_retrying() => return Err(Exit::Failed(e)),
+                Err(e) => {
+                    tracing::debug!(error = %e, attempt, "reconnect failed");
+                    at = Instant::now() + backoff.delay(attempt);
+                }
+            }
+        }
+        unreachable!("the attempts never run out")
+    }
+
+    /// The client is done: everything waiting learns it, streams end.
+    fn finish(mut self, exit: Exit) {
+        self.fail_pending();
+        self.commands.close();
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.backlog.push_back(cmd);
+        }
+        let mut done = Vec::new();
+        for cmd in self.backlog.drain(..) {
+            match cmd {
+                Command::Request { reply, .. } => {
+                    let _ = reply.send(Err(ClientError::Closed));
+                }
+                Command::Close(tx) => done.push(tx),
+                Command::Subscribe(_) | Command::Forget(_) => {}
+            }
+        }
+        self.watches.iter().for_each(|w| w.close());
+        self.lives.iter().for_each(|l| l.close());
+        let reason = match exit {
+            Exit::Closed(tx) => {
+                done.extend(tx);
+                None
+            }
+            Exit::Failed(e) => Some(Arc::new(e)),
+        };
+        self.state.send_replace(State::Closed(reason));
+        for tx in done {
+            let _ = tx.send(());
+        }
+    }
+}

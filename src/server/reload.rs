@@ -1,0 +1,264 @@
+//! What may change while the daemon runs, and SIGHUP, which changes it: the
+//! token secrets, the log filter and the per-connection limits.
+//!
+//! Owns the swappable keyring, the limits read at run time and the diff
+//! between the applied settings and a reloaded file. It must not touch
+//! sockets, sessions or the store: everything else in a reloaded file waits
+//! for a restart, and is logged as such.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::signal::unix::Signal;
+
+use super::{now_ms, Shared};
+use crate::auth::{AuthError, Claims, Keyring, Secret};
+use crate::config::{Config, ConfigError};
+
+/// The token keyring, swapped whole on rotation.
+///
+/// A std `RwLock` rather than an atomic pointer: it is read once per HELLO,
+/// next to an HMAC that costs far more than the uncontended lock.
+pub struct Keys {
+    ring: RwLock<Ring>,
+}
+
+struct Ring {
+    keyring: Keyring,
+    /// Unix seconds from which `keyring.previous` no longer counts.
+    previous_until_s: u64,
+}
+
+impl Keys {
+    pub fn new(current: Secret) -> Self {
+        Self { ring: RwLock::new(Ring { keyring: Keyring { current, previous: None }, previous_until_s: 0 }) }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Ring> {
+        self.ring.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Ring> {
+        self.ring.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// As [`Keyring::verify`], with the previous secret honoured only
+    /// inside its rotation window.
+    pub fn verify(&self, token: &[u8], now_unix_s: u64) -> Result<Claims, AuthError> {
+        {
+            let ring = self.read();
+            if ring.keyring.previous.is_none() || now_unix_s < ring.previous_until_s {
+                return ring.keyring.verify(token, now_unix_s);
+            }
+        }
+        let mut ring = self.write();
+        if ring.keyring.previous.is_some() && now_unix_s >= ring.previous_until_s {
+            ring.keyring.previous = None;
+            tracing::info!("rotation window over: tokens of the previous secret are no longer accepted");
+        }
+        ring.keyring.verify(token, now_unix_s)
+    }
+
+    /// Makes `next` the current secret; the current one stays valid as the
+    /// previous for `window`. Returns the old and new fingerprints, or `None`
+    /// when `next` is the current secret already.
+    pub fn rotate(&self, next: Secret, window: Duration, now_unix_s: u64) -> Option<(String, String)> {
+        let mut ring = self.write();
+        let (old, new) = (ring.keyring.current.fingerprint(), next.fingerprint());
+        if old == new {
+            return None;
+        }
+        ring.keyring.previous = Some(std::mem::replace(&mut ring.keyring.current, next));
+        ring.previous_until_s = now_unix_s.saturating_add(window.as_secs());
+        Some((old, new))
+    }
+}
+
+/// The limits connections read when they need them, so a reload reaches
+/// new connections (queue bound, handshake) and every WATCH (watch cap).
+#[derive(Debug)]
+pub struct Limits {
+    max_watch: AtomicUsize,
+    outbound_queue: AtomicUsize,
+    handshake_timeout_ms: AtomicU64,
+}
+
+impl Limits {
+    pub fn new(config: &crate::config::Limits) -> Self {
+        let limits = Self {
+            max_watch: AtomicUsize::new(0),
+            outbound_queue: AtomicUsize::new(0),
+            handshake_timeout_ms: AtomicU64::new(0),
+        };
+        limits.set(config);
+        limits
+    }
+
+    fn set(&self, config: &crate::config::Limits) {
+        self.max_watch.store(config.max_watch, Ordering::Relaxed);
+        self.outbound_queue.store(config.outbound_queue, Ordering::Relaxed);
+        let ms = u64::try_from(config.handshake_timeout.as_millis()).unwrap_or(u64::MAX);
+        self.handshake_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn max_watch(&self) -> usize {
+        self.max_watch.load(Ordering::Relaxed)
+    }
+
+    pub fn outbound_queue(&self) -> usize {
+        self.outbound_queue.load(Ordering::Relaxed)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Settings a reload applies; every other difference needs a restart.
+const RELOADABLE: [&str; 5] =
+    ["log", "limits.max_watch", "limits.outbound_queue", "limits.handshake_timeout", "auth.rotation_window"];
+/// Settings whose values are never logged.
+const SECRET_SETTINGS: [&str; 1] = ["admin.token"];
+
+/// Reloads on every SIGHUP until the server stops. `hup` is registered by
+/// the caller before the server starts, so a SIGHUP that arrives early is
+/// not the default action (which ends the process).
+pub async fn on_sighup(
+    shared: Arc<Shared>,
+    mut hup: Signal,
+    load: impl Fn() -> Result<Config, ConfigError> + Send + 'static,
+) {
+    let mut applied = shared.config.clone();
+    loop {
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            received = hup.recv() => if received.is_none() { return },
+        }
+        tracing::info!("SIGHUP: reloading the configuration and the token secret");
+        match load() {
+            Ok(next) => {
+                reload(&shared, &applied, &next);
+                applied = next;
+            }
+            Err(e) => tracing::error!(error = %e, "reload refused: the configuration is invalid; nothing changed"),
+        }
+    }
+}
+
+/// Applies the reloadable part of `next` (compared with `applied`) and the
+/// secret file, and logs each change and each setting that needs a restart.
+pub fn reload(shared: &Shared, applied: &Config, next: &Config) {
+    let now_s = now_ms() / 1000;
+    match Secret::load(&shared.config.data_dir.join("secret")) {
+        Ok(secret) => match shared.keyring.rotate(secret, next.auth.rotation_window, now_s) {
+            Some((old, new)) => tracing::info!(
+                previous = %old,
+                current = %new,
+                window = %humantime::format_duration(next.auth.rotation_window),
+                "token secret rotated; tokens of the previous secret stay valid for the window"
+            ),
+            None => tracing::info!("token secret unchanged"),
+        },
+        Err(e) => tracing::error!(error = %e, "cannot read the secret file; keeping the current secret"),
+    }
+    for (key, (old, new)) in diff(applied, next) {
+        let (old, new) = if SECRET_SETTINGS.contains(&key.as_str()) { ("…", "…") } else { (&old[..], &new[..]) };
+        if RELOADABLE.contains(&key.as_str()) {
+            tracing::info!(setting = %key, from = %old, to = %new, "setting changed");
+        } else {
+            tracing::warn!(setting = %key, from = %old, to = %new, "setting changed in the file; takes effect at the next restart");
+        }
+    }
+    shared.limits.set(&next.limits);
+    if next.log != applied.log {
+        match crate::logging::set_filter(&next.log) {
+            Ok(true) => {}
+            Ok(false) => tracing::info!("RUST_LOG is set and overrides the log setting"),
+            Err(e) => tracing::error!(error = %e, "cannot apply the new log filter"),
+        }
+    }
+}
+
+/// Settings that differ, by dotted path, with their old and new values as TOML.
+fn diff(old: &Config, new: &Config) -> BTreeMap<String, (String, String)> {
+    let (old, new) = (flatten(old), flatten(new));
+    let mut changed = BTreeMap::new();
+    for key in old.keys().chain(new.keys()) {
+        let (a, b) = (old.get(key), new.get(key));
+        if a != b {
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
+            changed.insert(key.clone(), (show(a), show(b)));
+        }
+    }
+    changed
+}
+
+fn flatten(config: &Config) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    walk(&path, value, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_owned(), leaf.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(value) = toml::Value::try_from(config) {
+        walk("", &value, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_names_every_changed_setting_by_path() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.limits.max_watch = 5;
+        new.admin.token = Some("t".into());
+        let changed = diff(&old, &new);
+        assert_eq!(changed.keys().collect::<Vec<_>>(), ["admin.token", "limits.max_watch"]);
+        assert_eq!(changed["limits.max_watch"], ("10000".into(), "5".into()));
+    }
+
+    fn secret(dir: &std::path::Path, name: &str) -> Secret {
+        Secret::load_or_create(&dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn the_previous_secret_counts_only_inside_its_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let claims = Claims { subject: crate::auth::Subject::User(1), expires_at: 10_000 };
+        let old_token = Keyring { current: secret(dir.path(), "a"), previous: None }.issue(&claims);
+        let new_token = Keyring { current: secret(dir.path(), "b"), previous: None }.issue(&claims);
+        let keys = Keys::new(secret(dir.path(), "a"));
+        assert!(keys.rotate(secret(dir.path(), "a"), Duration::from_secs(60), 1_000).is_none(), "same secret");
+        assert!(keys.verify(&new_token, 1_000).is_err());
+        assert!(keys.rotate(secret(dir.path(), "b"), Duration::from_secs(60), 1_000).is_some());
+        assert!(keys.verify(&new_token, 1_059).is_ok());
+        assert!(keys.verify(&old_token, 1_059).is_ok(), "inside the window");
+        assert_eq!(keys.verify(&old_token, 1_060), Err(AuthError::BadSignature), "window over");
+        assert!(keys.verify(&new_token, 1_061).is_ok());
+    }
+
+    #[test]
+    fn limits_follow_the_config() {
+        let mut config = crate::config::Limits::default();
+        let limits = Limits::new(&config);
+        config.max_watch = 7;
+        config.handshake_timeout = Duration::from_millis(250);
+        limits.set(&config);
+        assert_eq!(limits.max_watch(), 7);
+        assert_eq!(limits.handshake_timeout(), Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,448 @@
+//! Operations against the real daemon: systemd readiness, watchdog, socket
+//! activation, graceful SIGTERM, SIGHUP reload (run as the built binary, the
+//! way systemd runs it), the HTTP admin API (in process), and the example
+//! config in systemd/.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use common::*;
+use heartline::auth::{Claims, Keyring, Secret, Subject};
+use heartline::config::{Config, ConfigError, Overrides};
+use heartline::protocol::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixDatagram};
+use tokio_util::codec::Framed;
+
+/// A spawned binary needs longer than an in-process daemon: it starts a runtime and opens a store.
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// `heartline serve` as a child process, with a NOTIFY_SOCKET of our own.
+struct Process {
+    child: tokio::process::Child,
+    notify: UnixDatagram,
+    dir: tempfile::TempDir,
+    tcp: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// How the child is started beyond the defaults.
+#[derive(Default)]
+struct Launch {
+    env: Vec<(&'static str, String)>,
+    /// Descriptors to hand over as fds 3, 4, … (socket activation).
+    listen_fds: Vec<std::os::fd::RawFd>,
+}
+
+fn config_text(max_watch: usize) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\n[limits]\ndrain_timeout = \"500ms\"\nmax_watch = {max_watch}\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n"
+    )
+}
+
+impl Process {
+    async fn spawn(launch: Launch) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("heartline.toml"), config_text(10_000)).unwrap();
+        let notify_path = dir.path().join("notify");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        let bin = env!("CARGO_BIN_EXE_heartline");
+        let config = dir.path().join("heartline.toml");
+        let data = dir.path().join("data");
+        let serve =
+            ["serve".as_ref(), "--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data.as_os_str()];
+        let mut command = if launch.listen_fds.is_empty() {
+            let mut command = tokio::process::Command::new(bin);
+            command.args(serve);
+            command
+        } else {
+            // LISTEN_PID must be the daemon's pid: a shell learns its own and execs the daemon in its place.
+            let mut command = tokio::process::Command::new("/bin/sh");
+            command.arg("-c").arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"").arg(bin).args(serve);
+            command.env("LISTEN_FDS", launch.listen_fds.len().to_string());
+            let fds = launch.listen_fds.clone();
+            // SAFETY: between fork and exec only dup2 runs, which is async-signal-safe; it
+            // allocates nothing and touches no lock. The sources are ≥ 100 (see `high_fd`),
+            // so placing one at 3 or 4 never overwrites another before it is copied.
+            unsafe {
+                command.pre_exec(move || {
+                    for (i, &fd) in fds.iter().enumerate() {
+                        if libc::dup2(fd, 3 + i as i32) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+            command
+        };
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        // Only what this test sets: never a socket-activation or watchdog setting the test runner inherited.
+        for var in ["LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            command.env_remove(var);
+        }
+        if launch.listen_fds.is_empty() {
+            command.env_remove("LISTEN_FDS");
+        }
+        command
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RUST_LOG", "info")
+            .envs(launch.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = command.spawn().unwrap();
+        let mut process = Self { child, notify, dir, tcp: ([0, 0, 0, 0], 0).into(), admin: ([0, 0, 0, 0], 0).into() };
+        let ready = process.expect("READY=1").await;
+        let status = ready.lines().find_map(|l| l.strip_prefix("STATUS=")).expect("READY=1 comes with STATUS");
+        let addr = |name: &str| -> SocketAddr {
+            let after = status.split(&format!("{name} ")).nth(1).expect(name);
+            after.split(',').next().unwrap().parse().unwrap()
+        };
+        process.tcp = addr("tcp");
+        process.admin = addr("admin");
+        process
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The next notification that has the line `line`, skipping others.
+    async fn expect(&self, line: &str) -> String {
+        let mut buf = vec![0; 4096];
+        let until = tokio::time::Instant::now() + STARTUP;
+        loop {
+            match tokio::time::timeout_at(until, self.notify.recv(&mut buf)).await {
+                Ok(Ok(n)) => {
+                    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if message.lines().any(|l| l == line) {
+                        return message;
+                    }
+                }
+                Ok(Err(e)) => panic!("notify socket: {e}"),
+                Err(_) => panic!("no {line} within {STARTUP:?}; daemon log:\n{}", self.log()),
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = self.child.id().expect("still running") as i32;
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    fn secret_path(&self) -> PathBuf {
+        self.dir.path().join("data/secret")
+    }
+
+    /// A token for `user`, signed with the secret file as it is now.
+    fn token(&self, user: u64) -> Bytes {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let keyring = Keyring { current: Secret::load(&self.secret_path()).unwrap(), previous: None };
+        Bytes::from(keyring.issue(&Claims { subject: Subject::User(user), expires_at: now + 3_600 }))
+    }
+
+    async fn hello(&self, token: Bytes) -> Result<Client, Option<ErrorCode>> {
+        let stream = TcpStream::connect(self.tcp).await.unwrap();
+        let mut client = Client { framed: Framed::new(stream, MessageCodec::default()), next_req: 1, welcome: None };
+        client.send(hello(Role::Client, token, false, 0)).await;
+        match client.recv().await {
+            Message::Welcome(w) => {
+                client.welcome = Some(w);
+                Ok(client)
+            }
+            Message::Error { code, .. } => Err(ErrorCode::from_u16(code)),
+            other => panic!("expected WELCOME or ERROR, got {other:?}"),
+        }
+    }
+}
+
+/// A private (mode 0600) secret file of 64 hex digits, replaced atomically.
+fn write_secret(path: &Path, byte: u8) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("new");
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).unwrap();
+    writeln!(file, "{}", format!("{byte:02x}").repeat(32)).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// A copy of `fd` at 100 or above, closed on exec: the child's dup2 onto 3 and 4 cannot clobber it.
+fn high_fd(fd: std::os::fd::RawFd) -> std::os::fd::RawFd {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we own returns a new one or -1.
+    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
+    assert!(high >= 100, "{}", std::io::Error::last_os_error());
+    high
+}
+
+#[tokio::test]
+async fn ready_then_watchdog_pings_on_the_notify_socket() {
+    // Pings come every WATCHDOG_USEC / 2 = 100 ms.
+    let launch = Launch { env: vec![("WATCHDOG_USEC", "200000".into())], ..Launch::default() };
+    let process = Process::spawn(launch).await;
+    process.expect("WATCHDOG=1").await;
+    process.expect("WATCHDOG=1").await;
+    let mut client = process.hello(process.token(7)).await.unwrap();
+    match client.request(|req| Message::Stats { req }).await {
+        Message::StatsReply { stats, .. } => assert_eq!(stats.sessions, 1),
+        other => panic!("expected STATS_REPLY, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn serves_on_sockets_handed_over_through_listen_fds() {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    use std::os::fd::AsRawFd;
+    let fds = vec![high_fd(tcp.as_raw_fd()), high_fd(udp.as_raw_fd())];
+    let process = Process::spawn(Launch { listen_fds: fds.clone(), ..Launch::default() }).await;
+    for fd in fds {
+        // SAFETY: our own copies from `high_fd`, closed once; the child has its own.
+        unsafe { libc::close(fd) };
+    }
+    assert_eq!(process.tcp, tcp.local_addr().unwrap(), "the daemon listens on the socket it was given");
+    let client = process.hello(process.token(9)).await.unwrap();
+    assert!(client.welcome.is_some());
+    // A datagram on the handed-over UDP socket reaches the daemon: it is counted as dropped (too short).
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(b"x", udp.local_addr().unwrap()).unwrap();
+    let until = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = get(process.admin, "/metrics", None).await.1;
+        if metrics.contains("heartline_udp_dropped_total{reason=\"bad_length\"} 1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "datagram not seen:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(process.log().contains(&format!("tcp={}", tcp.local_addr().unwrap())), "{}", process.log());
+}
+
+#[tokio::test]
+async fn sigterm_sends_goaway_notifies_stopping_and_exits_zero() {
+    let mut process = Process::spawn(Launch::default()).await;
+    let mut client = process.hello(process.token(3)).await.unwrap();
+    process.signal(libc::SIGTERM);
+    match client.recv().await {
+        Message::Goaway { reason: GoawayReason::Shutdown, .. } => {}
+        other => panic!("expected GOAWAY, got {other:?}"),
+    }
+    process.expect("STOPPING=1").await;
+    drop(client);
+    let status = tokio::time::timeout(STARTUP, process.child.wait()).await.expect("exits").unwrap();
+    assert!(status.success(), "{status:?}; log:\n{}", process.log());
+    assert!(process.log().contains("heartline stopped"));
+}
+
+#[tokio::test]
+async fn sighup_rotates_the_secret_keeping_the_old_one_and_reloads_limits() {
+    let process = Process::spawn(Launch::default()).await;
+    let old = process.token(1);
+    write_secret(&process.secret_path(), 0xab);
+    let new = process.token(2);
+    assert_eq!(process.hello(new.clone()).await.err(), Some(Some(ErrorCode::BadToken)), "not before the reload");
+    std::fs::write(process.dir.path().join("heartline.toml"), config_text(1)).unwrap();
+    process.signal(libc::SIGHUP);
+    let until = tokio::time::Instant::now() + PATIENCE;
+    let mut client = loop {
+        match process.hello(new.clone()).await {
+            Ok(client) => break client,
+            Err(_) if tokio::time::Instant::now() < until => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(code) => panic!("new secret refused after SIGHUP: {code:?}; log:\n{}", process.log()),
+        }
+    };
+    assert!(process.hello(old).await.is_ok(), "the previous secret stays valid in its window");
+    let reply = client.request(|req| Message::Watch { req, users: vec![10, 11] }).await;
+    assert!(
+        matches!(reply, Message::Error { code, .. } if code == ErrorCode::LimitExceeded as u16),
+        "max_watch = 1 applies after the reload: {reply:?}"
+    );
+    let log = process.log();
+    assert!(log.contains("token secret rotated"), "{log}");
+    assert!(log.contains("setting=limits.max_watch"), "{log}");
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response)).await.unwrap().unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    request(addr, "GET", path, token, "").await
+}
+
+fn sample(metrics: &str, series: &str) -> u64 {
+    let line = metrics.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
+    line.unwrap_or_else(|| panic!("no {series} in:\n{metrics}")).rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn metrics_probes_and_json_api() {
+    let daemon = Daemon::start().await;
+    let admin = daemon.running.admin;
+    assert_eq!(get(admin, "/healthz", None).await, (200, "ok\n".into()));
+    assert_eq!(get(admin, "/readyz", None).await, (200, "ready\n".into()));
+
+    let mut watcher = daemon.watcher().await;
+    watcher.watch(&[42]).await;
+    let mut user = daemon.user(42).await;
+    watcher.push_for(42).await;
+    user.set_status(Status::Busy, "in a meeting").await;
+    watcher.push_for(42).await;
+    user.heartbeat_for(Duration::from_millis(500)).await;
+    let mut broken = daemon.connect().await;
+    broken.send(Message::Stats { req: 1 }).await;
+    assert_eq!(broken.closing_error().await, Some(ErrorCode::Unauthenticated));
+
+    let (status, metrics) = get(admin, "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(sample(&metrics, "heartline_heartbeats_total{path=\"tcp\"}") >= 2, "{metrics}");
+    assert_eq!(sample(&metrics, "heartline_sessions"), 1);
+    assert_eq!(sample(&metrics, "heartline_users_online"), 1);
+    assert_eq!(sample(&metrics, "heartline_watches"), 1);
+    assert_eq!(sample(&metrics, "heartline_connections"), 2);
+    assert!(sample(&metrics, "heartline_watch_events_total") >= 2);
+    assert_eq!(sample(&metrics, "heartline_errors_sent_total{code=\"unauthenticated\"}"), 1);
+    assert_eq!(sample(&metrics, "heartline_connections_closed_total{reason=\"unauthenticated\"}"), 1);
+    for series in [
+        "heartline_heartbeats_total{path=\"udp\"}",
+        "heartline_heartbeats_total{path=\"batch\"}",
+        "heartline_watch_events_coalesced_total",
+        "heartline_outbound_queue_depth",
+        "heartline_outbound_queue_depth_max",
+        "heartline_udp_dropped_total{reason=\"replayed\"}",
+        "heartline_store_commit_seconds_count",
+        "heartline_store_commit_seconds_bucket{le=\"+Inf\"}",
+        "heartline_posts_total",
+        "heartline_fanout_inserts_total",
+        "heartline_fanout_lag_seconds_count",
+        "heartline_timeline_reads_total{path=\"hot\"}",
+        "heartline_timeline_reads_total{path=\"cold\"}",
+        "heartline_timeline_reads_total{path=\"pull\"}",
+    ] {
+        sample(&metrics, series);
+    }
+
+    let (status, body) = get(admin, "/v1/presence/42", None).await;
+    assert_eq!(status, 200);
+    let entry: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(entry["user"], 42);
+    assert_eq!(entry["status"], "busy");
+    assert_eq!(entry["text"], "in a meeting");
+    let (status, body) = request(admin, "POST", "/v1/presence/query", None, "[42, 7]").await;
+    assert_eq!(status, 200);
+    let entries: Vec<PresenceEntry> = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        entries.iter().map(|e| (e.user, e.status)).collect::<Vec<_>>(),
+        [(42, Status::Busy), (7, Status::Offline)]
+    );
+    let too_many = serde_json::to_string(&(0..1_001).collect::<Vec<u64>>()).unwrap();
+    assert_eq!(request(admin, "POST", "/v1/presence/query", None, &too_many).await.0, 413);
+    assert_eq!(request(admin, "POST", "/v1/presence/query", None, "{\"users\":1}").await.0, 400);
+    assert_eq!(get(admin, "/v1/presence/nobody", None).await.0, 400);
+    let (status, body) = get(admin, "/v1/stats", None).await;
+    assert_eq!(status, 200);
+    let stats: Stats = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats, Stats { online_users: 1, sessions: 1, watches: 1, connections: 2 });
+    assert_eq!(get(admin, "/nothing", None).await.0, 404);
+
+    // While draining (the watcher ignores GOAWAY, so the drain lasts its timeout) /readyz says 503.
+    daemon.running.shutdown_token().cancel();
+    assert_eq!(get(admin, "/readyz", None).await, (503, "draining\n".into()));
+    assert_eq!(get(admin, "/healthz", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_configured_admin_token_guards_everything_but_the_probes() {
+    let daemon = Daemon::start_with(|c| c.admin.token = Some("s3cret".into())).await;
+    let admin = daemon.running.admin;
+    assert_eq!(get(admin, "/healthz", None).await.0, 200);
+    assert_eq!(get(admin, "/readyz", None).await.0, 200);
+    assert_eq!(get(admin, "/metrics", None).await.0, 401);
+    assert_eq!(get(admin, "/v1/stats", Some("wrong")).await.0, 401);
+    assert_eq!(get(admin, "/metrics", Some("s3cret")).await.0, 200);
+    assert_eq!(get(admin, "/v1/stats", Some("s3cret")).await.0, 200);
+}
+
+fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heartline.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn an_admin_listener_beyond_loopback_needs_a_token() {
+    let (_dir, open) = write_config("[admin]\nlisten = \"0.0.0.0:7401\"\n");
+    assert!(matches!(Config::load(Some(&open), &Overrides::default()), Err(ConfigError::Invalid(_))));
+    let (_dir, guarded) = write_config("[admin]\nlisten = \"0.0.0.0:7401\"\ntoken = \"t\"\n");
+    assert!(Config::load(Some(&guarded), &Overrides::default()).is_ok());
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/heartline.toml")
+}
+
+/// Dotted paths of every setting in a TOML document.
+fn keys(text: &str) -> Vec<String> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match value {
+                toml::Value::Table(inner) => walk(&path, inner, out),
+                _ => out.push(path),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &text.parse().unwrap(), &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn the_example_config_names_every_setting_at_its_default() {
+    let loaded = Config::load(Some(&example()), &Overrides::default()).unwrap();
+    let expected = Config { data_dir: "/var/lib/heartline".into(), ..Config::default() };
+    assert_eq!(loaded, expected, "the example must hold the defaults (data_dir aside)");
+    let text = std::fs::read_to_string(example()).unwrap();
+    assert_eq!(keys(&text), keys(&Config::default().to_toml()), "the example must name every setting");
+    // The optional token is documented, commented out.
+    assert!(text.contains("\n# token = "));
+}
+
+#[test]
+fn check_config_prints_the_effective_settings_and_refuses_bad_files() {
+    let bin = env!("CARGO_BIN_EXE_heartline");
+    let ok = std::process::Command::new(bin).arg("check-config").arg(example()).output().unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    let printed = String::from_utf8(ok.stdout).unwrap();
+    assert!(printed.contains("data_dir = \"/var/lib/heartline\""), "{printed}");
+    let (_dir, secret) = write_config("[admin]\ntoken = \"hush\"\n");
+    let redacted = std::process::Command::new(bin).arg("check-config").arg(&secret).output().unwrap();
+    assert!(!String::from_utf8(redacted.stdout).unwrap().contains("hush"), "the token is never printed");
+    let (_dir, bad) = write_config("[limits]\nmax_wach = 3\n");
+    let refused = std::process::Command::new(bin).arg("check-config").arg(&bad).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8(refused.stderr).unwrap().contains("max_wach"));
+}
