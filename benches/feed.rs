@@ -57,6 +57,8 @@ fn build(strategy: Strategy) -> Feed {
             feed.follow(reader, celebrity).expect("under the limit");
         }
         feed.touch(reader, NOW);
+        // Readers who have read their timeline before have an inbox.
+        feed.rebuild_inbox(reader);
     }
     let mut now = NOW;
     for round in 0..POSTS_PER_CELEBRITY {
@@ -122,6 +124,22 @@ fn fanout(c: &mut Criterion) {
             now += 1;
             let post = feed.new_post(author, 0, Bytes::new(), now);
             black_box(feed.fanout(&post, &followers, now))
+        })
+    });
+    // As the server runs it: the fanout pool's two threads, 4,096 followers a job.
+    group.bench_function("fanout_1M_2_workers", |b| {
+        b.iter(|| {
+            now += 1;
+            let post = feed.new_post(author, 0, Bytes::new(), now);
+            let jobs = std::sync::Mutex::new(followers.chunks(4_096));
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    scope.spawn(|| loop {
+                        let Some(job) = jobs.lock().unwrap().next() else { return };
+                        black_box(feed.fanout(&post, job, now));
+                    });
+                }
+            });
         })
     });
     group.finish();

@@ -12,8 +12,8 @@
 //! - `feed` — posts, the social graph, home timelines by pull, push and
 //!   hybrid, cursor pages over hot and cold items (sans-IO).
 //! - `auth` — the server secret, signed tokens and UDP key derivation.
-//! - `store` — the durable store in the data dir: last-seen times now, posts and the social graph later.
-//!
+//! - `store` — the durable store in the data dir (fjall): last-seen times,
+//!   posts, the social graph, group commit.
 //! - `server` — the tokio shells: listeners, connections, UDP receive
 //!   loops, the expiry ticker, startup and graceful shutdown, systemd
 //!   notification and socket activation, SIGHUP reload.

@@ -308,10 +308,19 @@ async fn timeline(
         let rebuild = shared.clone();
         tokio::task::spawn_blocking(move || rebuild.feed.rebuild_inbox(user));
     }
-    Message::Page { req, items: fit(page.iter().map(|p| p.item()), shared.config.limits.max_frame) }
+    let max_frame = shared.config.limits.max_frame;
+    // A page that does not fit loses items at the end away from its cursor.
+    let items = if cursor.min_id.is_some() {
+        let mut items = fit(page.iter().rev().map(|p| p.item()), max_frame);
+        items.reverse();
+        items
+    } else {
+        fit(page.iter().map(|p| p.item()), max_frame)
+    };
+    Message::Page { req, items }
 }
 
-/// The items that fit in one frame, dropping from the old end.
+/// The leading items that fit in one frame.
 fn fit(items: impl Iterator<Item = Item>, max_frame: usize) -> Vec<Item> {
     // Per item: id, author, kind and length prefix take at most 8 + 10 + 1 + 3 bytes.
     let mut room = max_frame.saturating_sub(32);
