@@ -314,6 +314,11 @@ async fn metrics_probes_and_json_api() {
     broken.send(Message::Stats { req: 1 }).await;
     assert_eq!(broken.closing_error().await, Some(ErrorCode::Unauthenticated));
 
+    let follow = user.request(|req| Message::Graph { req, op: GraphOp::Follow, user: 7 }).await;
+    assert!(matches!(follow, Message::Ok { .. }), "{follow:?}");
+    assert_eq!(get(admin, "/v1/graph/42", None).await, (200, r#"{"user":42,"followers":0,"following":1}"#.into()));
+    assert_eq!(get(admin, "/v1/graph/7", None).await.1, r#"{"user":7,"followers":1,"following":0}"#);
+
     let (status, metrics) = get(admin, "/metrics", None).await;
     assert_eq!(status, 200);
     assert!(sample(&metrics, "heartline_heartbeats_total{path=\"tcp\"}") >= 2, "{metrics}");

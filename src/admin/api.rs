@@ -1,6 +1,6 @@
 //! The JSON API for web backends: one user's presence, many users'
 //! presence, and the server's totals — what QUERY and STATS give protocol
-//! clients.
+//! clients — and a user's follower and following counts.
 //!
 //! Owns request parsing and the JSON shapes. It must not apply privacy
 //! itself: entries come from `Shared::entry` as an unrelated viewer
@@ -63,6 +63,25 @@ pub async fn query(shared: Arc<Shared>, body: Incoming) -> Response<Body> {
         Some(entries) => json(StatusCode::OK, &entries),
         None => text(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n"),
     }
+}
+
+#[derive(Serialize)]
+struct GraphCounts {
+    user: u64,
+    followers: usize,
+    following: usize,
+}
+
+/// `GET /v1/graph/{user}`: how many follow the user, and how many they follow.
+pub fn graph(shared: &Shared, user: &str) -> Response<Body> {
+    let Ok(user) = user.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, "the user id must be an unsigned 64-bit integer");
+    };
+    let graph = &shared.feed.graph;
+    json(
+        StatusCode::OK,
+        &GraphCounts { user, followers: graph.follower_count(user), following: graph.following_count(user) },
+    )
 }
 
 /// `GET /v1/stats`: the same totals as STATS_REPLY.

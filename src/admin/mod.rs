@@ -100,6 +100,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, p) if p.starts_with("/v1/presence/") => {
             api::presence(state.shared.clone(), &p["/v1/presence/".len()..]).await
         }
+        (&Method::GET, p) if p.starts_with("/v1/graph/") => api::graph(&state.shared, &p["/v1/graph/".len()..]),
         (_, "/healthz" | "/readyz" | "/metrics" | "/v1/stats" | "/v1/presence/query") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }

@@ -149,8 +149,19 @@ impl Timeline {
         }
     }
 
-    fn candidates(&self, bounds: Bounds, out: &mut Vec<Arc<Post>>, keep: impl Fn(&Post) -> bool) {
-        out.extend(self.items.iter().filter(|p| bounds.contains(p.id) && keep(p)).cloned());
+    /// The items a page could take from this timeline: within `bounds`, and
+    /// only the `limit` nearest the end the page starts from (a k-way merge
+    /// never needs more from one source).
+    fn candidates(&self, bounds: Bounds, limit: usize, out: &mut Vec<Arc<Post>>, keep: impl Fn(&Post) -> bool) {
+        let start = self.items.partition_point(|p| p.id <= bounds.after);
+        let end = self.items.partition_point(|p| p.id < bounds.before).max(start);
+        let wanted = |p: &&Arc<Post>| !p.is_deleted() && keep(p);
+        let range = self.items.range(start..end);
+        if bounds.oldest_first {
+            out.extend(range.filter(wanted).take(limit).cloned());
+        } else {
+            out.extend(range.rev().filter(wanted).take(limit).cloned());
+        }
     }
 }
 
@@ -364,7 +375,7 @@ impl Feed {
         };
         match inbox {
             Some(inbox) => {
-                inbox.candidates(bounds, &mut candidates, visible);
+                inbox.candidates(bounds, limit, &mut candidates, visible);
                 horizon = inbox.complete_above;
                 pulled.extend(following.iter().copied().filter(|&a| !self.pushed(a)));
             }
@@ -373,7 +384,7 @@ impl Feed {
         }
         for &author in &pulled {
             if let Some(outbox) = self.outboxes.get(&author) {
-                outbox.candidates(bounds, &mut candidates, |_| true);
+                outbox.candidates(bounds, limit, &mut candidates, |_| true);
                 horizon = horizon.max(outbox.complete_above);
             }
         }
@@ -396,7 +407,7 @@ impl Feed {
         let mut candidates = Vec::new();
         let mut horizon = 0;
         if let Some(outbox) = self.outboxes.get(&author) {
-            outbox.candidates(bounds, &mut candidates, |_| true);
+            outbox.candidates(bounds, limit, &mut candidates, |_| true);
             horizon = outbox.complete_above;
         }
         self.read(candidates, bounds, limit, horizon, vec![author])
