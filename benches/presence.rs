@@ -3,6 +3,9 @@
 //! - heartbeat apply, ns per heartbeat, on random sessions (cache misses included);
 //! - a 1,000-session gateway batch applied through `apply`-like calls;
 //! - bytes per session: RSS growth while opening them, and the tables' own count;
+//! - memory per watch: 1,000,000 watches (100 connections × 10,000 users),
+//!   the registry in presence plus each connection's own set, as the server
+//!   keeps them (printed);
 //! - expiry lag: 1,000,000 sessions that stop heartbeating at random times,
 //!   ticked every 100 ms as the server does; how long after its TTL ended
 //!   each one was reported offline (printed as p50/p99/max).
@@ -134,9 +137,47 @@ fn expiry_lag(_: &mut Criterion) {
     );
 }
 
+/// RSS growth per watch: presence's registry (user → connections) and the
+/// connection's set of watched users, as the handler keeps it. `shared`:
+/// every connection watches the same users (a popular list); otherwise each
+/// watch is of a different user (the costly case).
+/// Returns the cost and what holds the memory, to be dropped by the caller
+/// only after every measurement (freed memory would flatter the next one).
+fn watch_cost(shared: bool) -> (f64, impl Sized) {
+    const CONNS: u64 = 100;
+    const USERS: u64 = 10_000;
+    let presence = Presence::new(PresenceConfig::default(), T0);
+    let before = rss_bytes();
+    let mut sets = Vec::new();
+    for conn in 0..CONNS {
+        let mut watched = std::collections::HashSet::new();
+        for user in 0..USERS {
+            let user = if shared { user } else { conn * USERS + user };
+            presence.watch(user, conn as u32);
+            watched.insert(user);
+        }
+        sets.push(watched);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let per = rss_bytes().saturating_sub(before) as f64 / (CONNS * USERS) as f64;
+    (per, (presence, sets))
+}
+
+fn watch_memory(_: &mut Criterion) {
+    let (distinct, held) = watch_cost(false);
+    let (shared, also_held) = watch_cost(true);
+    black_box((held, also_held));
+    eprintln!(
+        "memory per watch, 1,000,000 watches of 100 connections: {distinct:.1} bytes RSS when every watch is of a \
+         different user, {shared:.1} bytes when all 100 watch the same 10,000"
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50);
-    targets = heartbeat, expiry_lag
+    // The 10M-session world first (it measures its own memory and is never
+    // freed), so no measurement reuses memory another one freed.
+    targets = heartbeat, watch_memory, expiry_lag
 }
 criterion_main!(benches);

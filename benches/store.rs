@@ -9,6 +9,10 @@
 //! latency is submit → ack as the task sees it (p50 / p99 / p99.9 / max).
 //! Fsync durability is the target; one "os" case is there for comparison.
 //!
+//! Then the restart bound: 2,000,000 posts of 20,000 authors in a store, and
+//! how long the read the server makes at start takes (the newest 201 posts
+//! of every author, `Store::for_each_recent_post`).
+//!
 //! `cargo bench --bench store`; HEARTLINE_BENCH_SECS sets the measured
 //! window per case (default 10 s; the warm-up is 2 s).
 
@@ -71,6 +75,39 @@ fn main() {
             figures.latencies.len(),
         );
     }
+    restore();
+}
+
+/// Times the start-up read of the feed's hot posts over a large store.
+fn restore() {
+    const AUTHORS: u64 = 20_000;
+    const PER_AUTHOR: u64 = 100;
+    let dir = std::env::temp_dir().join(format!("heartline-bench-restore-{}", std::process::id()));
+    let store = Store::open(&dir, Durability::Os).expect("open");
+    let payload = Bytes::from(vec![7u8; PAYLOAD]);
+    let mut id = 1;
+    for round in 0..PER_AUTHOR {
+        let batch: Vec<StoredPost> = (0..AUTHORS)
+            .map(|author| {
+                id += 1;
+                StoredPost { id: id + round, author, kind: 0, payload: payload.clone() }
+            })
+            .collect();
+        store.put_posts(&batch).expect("write");
+    }
+    store.flush().expect("flush");
+    drop(store);
+    let store = Store::open(&dir, Durability::Os).expect("reopen");
+    let started = Instant::now();
+    let mut read = 0u64;
+    store.for_each_recent_post(201, |_| read += 1).expect("read");
+    let took = started.elapsed();
+    println!(
+        "restore: {read} posts of {AUTHORS} authors read at start in {took:.2?} ({:.0} posts/s), from a reopened store",
+        read as f64 / took.as_secs_f64()
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn run(case: &Case, window: Duration) -> Figures {

@@ -121,11 +121,13 @@ async fn pages_cross_from_memory_to_the_store_without_gap_or_duplicate() {
 
 #[tokio::test]
 async fn empty_and_single_page_timelines() {
-    let daemon = daemon(Strategy::Hybrid).await;
-    let mut reader = daemon.user(1).await;
-    assert!(reader.home(20).await.is_empty());
-    let id = reader.post("only").await;
-    assert_eq!(reader.all(Source::Home, 20).await, [id]);
+    for strategy in STRATEGIES {
+        let daemon = daemon(strategy).await;
+        let mut reader = daemon.user(1).await;
+        assert!(reader.home(20).await.is_empty(), "{strategy:?}");
+        let id = reader.post("only").await;
+        assert_eq!(reader.all(Source::Home, 20).await, [id], "{strategy:?}");
+    }
 }
 
 #[tokio::test]
