@@ -521,6 +521,7 @@ mod cases {
             ("batch_status_undefined", framed("23 01 01 01 00 d0"), Malformed),
             ("batch_status_offline", framed("23 01 01 01 00 80"), Malformed),
             ("batch_id_overflow", framed("23 03 00 feffffffffffffffff01 01 c0"), Malformed),
+            ("batch_id_overflow_width_0", framed("23 12 00 ffffffffffffffffff01 00"), Malformed),
             ("publish_payload_over_limit", framed("30 01 01 818004"), PayloadTooLarge),
             ("publish_truncated_payload", framed("30 01 01 03 6162"), Malformed),
             ("graph_bad_op", framed("33 01 00 01"), Malformed),

@@ -124,6 +124,10 @@ impl<'a> BatchView<'a> {
         if bound <= u128::from(u64::MAX) {
             return Ok(());
         }
+        // With no gap bits every step is exactly 1: the bound was the last id.
+        if h.width == 0 {
+            return Err(DecodeError::malformed("batch id overflows"));
+        }
         let mut id = h.first;
         for gap in self.bits[..h.gap_bits].chunks_exact(h.width.max(1)).take(h.count - 1) {
             let step = if h.width == 0 { 0 } else { gap.load_be::<u64>() };
@@ -398,6 +402,14 @@ mod tests {
         body.put_u8(0b1100_0000);
         let err = Batch::parse(body.freeze()).unwrap_err();
         assert_eq!(err.detail, "batch id overflows");
+    }
+
+    /// Found by the `batch_unpacker` fuzz target: consecutive ids (width 0)
+    /// from u64::MAX used to wrap around to 0.
+    #[test]
+    fn consecutive_ids_past_the_top_are_malformed() {
+        let body = hex::decode("1200ffffffffffffffffff0100").unwrap();
+        assert_eq!(BatchView::parse(&body).unwrap_err().detail, "batch id overflows");
     }
 
     proptest! {

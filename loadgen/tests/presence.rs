@@ -1,0 +1,115 @@
+//! Runs the loadgen binary with small N against a real daemon started in
+//! this process (and, when asked, against a local Redis).
+
+use std::path::Path;
+use std::process::Command;
+
+use heartline::config::Config;
+
+fn loadgen(args: &[&str], json: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_heartline-loadgen"))
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .output()
+        .expect("runs the loadgen");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "loadgen failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    eprintln!("{stdout}");
+    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_mode_heartbeats_and_notifies_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        udp: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let running = heartline::server::start(config.clone()).await.unwrap();
+    let addr = running.tcp.to_string();
+    let data_dir = config.data_dir.to_str().unwrap().to_owned();
+    let json = dir.path().join("report.json");
+    let pid = std::process::id().to_string();
+    let args = [
+        "presence",
+        "--addr",
+        &addr,
+        "--data-dir",
+        &data_dir,
+        "--mode",
+        "gateway",
+        "--clients",
+        "2000",
+        "--interval",
+        "500ms",
+        "--duration",
+        "2s",
+        "--watchers",
+        "0.002",
+        "--friends",
+        "20",
+        "--status-changes-per-s",
+        "50",
+        "--server-pid",
+        &pid,
+    ];
+    let report = {
+        let json = json.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || loadgen(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>(), &json))
+            .await
+            .unwrap()
+    };
+    running.shutdown().await;
+
+    assert_eq!(report["scenario"], "presence");
+    assert_eq!(report["target"], "heartline");
+    assert_eq!(report["clients"], 2000);
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let heartbeats = &report["ops"]["heartbeat"];
+    // 2,000 clients every 500 ms for 2 s: 8,000 heartbeats.
+    let count = heartbeats["count"].as_u64().unwrap();
+    assert!((7_000..=8_500).contains(&count), "{report:#}");
+    assert!(heartbeats["per_s"].as_f64().unwrap() > 3_000.0, "{report:#}");
+    let wire = report["wire_bytes_per_heartbeat"].as_f64().unwrap();
+    assert!(wire > 0.5 && wire < 8.0, "{wire}");
+    let notify = &report["ops"]["notify"];
+    assert!(notify["count"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(notify["p50_us"].as_u64().unwrap() > 0);
+    assert!(notify["p99_us"].as_u64().unwrap() <= notify["max_us"].as_u64().unwrap());
+    for key in ["cpu_s", "rss_bytes", "cpu_us_per_op", "rss_bytes_per_session"] {
+        assert!(report["server"][key].as_f64().is_some(), "{key}: {report:#}");
+    }
+}
+
+/// Needs a Redis on 127.0.0.1:6379 (`apt-get install -y redis-server`).
+#[test]
+#[ignore]
+fn redis_target_runs_the_same_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let args = [
+        "presence",
+        "--target",
+        "redis://127.0.0.1:6379",
+        "--clients",
+        "2000",
+        "--interval",
+        "500ms",
+        "--duration",
+        "2s",
+        "--friends",
+        "20",
+        "--status-changes-per-s",
+        "50",
+    ];
+    let report = loadgen(&args, &json);
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert!(report["ops"]["heartbeat"]["count"].as_u64().unwrap() >= 7_000, "{report:#}");
+    assert!(report["ops"]["query"]["count"].as_u64().unwrap() > 0, "{report:#}");
+}
