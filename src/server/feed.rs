@@ -19,7 +19,7 @@ use super::{now_ms, Shared};
 use crate::feed::page::Bounds;
 use crate::feed::{ColdQuery, Fanout, Post, Strategy};
 use crate::protocol::{limits, ErrorCode, GraphOp, Item, Message, Source};
-use crate::store::{Edge, Store, StoredPost};
+use crate::store::{Edge, Order, Store, StoredPost};
 
 /// Feed requests one connection may have queued.
 const REQUESTS_IN_FLIGHT: usize = 256;
@@ -340,12 +340,9 @@ fn fetch_cold(store: &Store, query: &ColdQuery) -> Result<Vec<Arc<Post>>, crate:
     let Bounds { after, before, oldest_first } = query.bounds;
     let (after, before) = ((after > 0).then_some(after), (before < u64::MAX).then_some(before));
     let mut out = Vec::new();
+    let order = if oldest_first { Order::OldestFirst } else { Order::NewestFirst };
     for &author in &query.authors {
-        let posts = if oldest_first {
-            store.author_posts_ascending(author, after, before, query.limit)?
-        } else {
-            store.author_posts(author, before, after, query.limit)?
-        };
+        let posts = store.author_posts(author, after, before, order, query.limit)?;
         out.extend(posts.into_iter().map(|p| Arc::new(Post::new(p.id, p.author, p.kind, p.payload))));
     }
     Ok(out)

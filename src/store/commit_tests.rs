@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::super::tests::{child_arg, child_test, TempDir};
-use super::super::{Durability, Outage};
+use super::super::{Durability, Order, Outage};
 use super::*;
 
 fn post(author: u64, id: u64) -> StoredPost {
@@ -60,7 +60,11 @@ fn an_ack_comes_once_the_post_is_readable_and_it_survives_reopening() {
         drop(store);
         let store = Store::open(dir.path(), durability).unwrap();
         for author in 0..4 {
-            assert_eq!(store.author_posts(author, None, None, 1000).unwrap().len(), 300, "{durability:?}");
+            assert_eq!(
+                store.author_posts(author, None, None, Order::NewestFirst, 1000).unwrap().len(),
+                300,
+                "{durability:?}"
+            );
         }
     }
 }
@@ -134,7 +138,7 @@ fn many_concurrent_submitters_are_all_acked_and_stored() {
     });
     drop(committer);
     for author in 0..THREADS {
-        let posts = store.author_posts_ascending(author, None, None, usize::MAX).unwrap();
+        let posts = store.author_posts(author, None, None, Order::OldestFirst, usize::MAX).unwrap();
         let expected: Vec<StoredPost> = (0..POSTS).map(|i| post(author, i * THREADS + author)).collect();
         assert_eq!(posts, expected);
     }
@@ -151,7 +155,7 @@ fn dropping_the_committer_writes_everything_queued() {
     for answer in &mut answers {
         answer.try_recv().unwrap().unwrap();
     }
-    assert_eq!(store.author_posts(1, None, None, usize::MAX).unwrap().len(), 10_000);
+    assert_eq!(store.author_posts(1, None, None, Order::NewestFirst, usize::MAX).unwrap().len(), 10_000);
 }
 
 #[test]

@@ -51,6 +51,13 @@ pub struct StoredPost {
 }
 
 /// A directed edge of the social graph, `from` → `to`.
+/// Which end of an id range a page of posts starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Edge {
     /// `from` follows `to`.
@@ -146,14 +153,16 @@ impl Store {
         }
     }
 
-    /// Posts of `author` with `after < id < before` (`None`: unbounded), newest
-    /// first, at most `limit` of them. A page's last id is the next page's
-    /// `before`.
+    /// Posts of `author` with `after < id < before` (`None`: unbounded), at
+    /// most `limit` of them from the end `order` names, in that order. With
+    /// `NewestFirst` a page's last id is the next page's `before`; with
+    /// `OldestFirst` (for `min_id` paging), its `after`.
     pub fn author_posts(
         &self,
         author: u64,
-        before: Option<u64>,
         after: Option<u64>,
+        before: Option<u64>,
+        order: Order,
         limit: usize,
     ) -> Result<Vec<StoredPost>, StoreError> {
         let Some((low, high)) = id_range(after, before) else {
@@ -161,25 +170,10 @@ impl Store {
         };
         let snapshot = self.db.snapshot();
         let range = snapshot.range(&self.feed.posts, pair_key(author, low)..=pair_key(author, high));
-        range.rev().take(limit).map(read_post).collect()
-    }
-
-    /// The same range as [`Store::author_posts`], oldest first (for `min_id`
-    /// paging: a page's last id is the next page's `after`). Note the order of
-    /// the bounds: `after` comes first here.
-    pub fn author_posts_ascending(
-        &self,
-        author: u64,
-        after: Option<u64>,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<StoredPost>, StoreError> {
-        let Some((low, high)) = id_range(after, before) else {
-            return Ok(Vec::new());
-        };
-        let snapshot = self.db.snapshot();
-        let range = snapshot.range(&self.feed.posts, pair_key(author, low)..=pair_key(author, high));
-        range.take(limit).map(read_post).collect()
+        match order {
+            Order::NewestFirst => range.rev().take(limit).map(read_post).collect(),
+            Order::OldestFirst => range.take(limit).map(read_post).collect(),
+        }
     }
 
     /// Adds (`present`) or removes the edge `from` → `to`, with its reverse

@@ -69,33 +69,43 @@ fn author_posts_page_newest_first_with_exclusive_bounds() {
     // Neighbouring authors, with ids inside and at the edges of the range.
     store.put_posts(&[post(6, 55), post(6, u64::MAX), post(8, 0), post(8, 45), post(8, 200)]).unwrap();
 
-    assert_eq!(ids(&store.author_posts(7, None, None, 100).unwrap()), [100, 90, 80, 70, 60, 50, 40, 30, 20, 10]);
-    assert_eq!(store.author_posts(7, None, None, 1).unwrap(), [mine[9].clone()], "whole posts come back");
+    assert_eq!(
+        ids(&store.author_posts(7, None, None, Order::NewestFirst, 100).unwrap()),
+        [100, 90, 80, 70, 60, 50, 40, 30, 20, 10]
+    );
+    assert_eq!(
+        store.author_posts(7, None, None, Order::NewestFirst, 1).unwrap(),
+        [mine[9].clone()],
+        "whole posts come back"
+    );
 
     // Paging with the last id as the next `before`: no gap, no duplicate.
     let mut pages = Vec::new();
     let mut before = None;
     loop {
-        let page = ids(&store.author_posts(7, before, None, 3).unwrap());
+        let page = ids(&store.author_posts(7, None, before, Order::NewestFirst, 3).unwrap());
         let Some(&last) = page.last() else { break };
         before = Some(last);
         pages.push(page);
     }
     assert_eq!(pages, [vec![100, 90, 80], vec![70, 60, 50], vec![40, 30, 20], vec![10]]);
 
-    assert_eq!(ids(&store.author_posts(7, Some(50), Some(20), 100).unwrap()), [40, 30]);
-    assert_eq!(ids(&store.author_posts(7, Some(51), Some(19), 100).unwrap()), [50, 40, 30, 20]);
-    assert_eq!(ids(&store.author_posts(7, None, Some(80), 100).unwrap()), [100, 90]);
-    assert_eq!(ids(&store.author_posts(7, Some(40), Some(20), 100).unwrap()), [30]);
+    assert_eq!(ids(&store.author_posts(7, Some(20), Some(50), Order::NewestFirst, 100).unwrap()), [40, 30]);
+    assert_eq!(ids(&store.author_posts(7, Some(19), Some(51), Order::NewestFirst, 100).unwrap()), [50, 40, 30, 20]);
+    assert_eq!(ids(&store.author_posts(7, Some(80), None, Order::NewestFirst, 100).unwrap()), [100, 90]);
+    assert_eq!(ids(&store.author_posts(7, Some(20), Some(40), Order::NewestFirst, 100).unwrap()), [30]);
     for (before, after) in [(Some(30), Some(20)), (Some(10), None), (None, Some(100)), (Some(0), None)] {
-        assert!(store.author_posts(7, before, after, 100).unwrap().is_empty(), "{before:?} {after:?}");
+        assert!(
+            store.author_posts(7, after, before, Order::NewestFirst, 100).unwrap().is_empty(),
+            "{before:?} {after:?}"
+        );
     }
-    assert!(store.author_posts(7, None, Some(u64::MAX), 100).unwrap().is_empty());
-    assert!(store.author_posts(7, Some(20), Some(80), 100).unwrap().is_empty(), "crossed bounds");
-    assert!(store.author_posts(7, None, None, 0).unwrap().is_empty());
-    assert!(store.author_posts(9, None, None, 100).unwrap().is_empty(), "an author without posts");
-    assert_eq!(ids(&store.author_posts(6, None, None, 100).unwrap()), [u64::MAX, 55]);
-    assert_eq!(ids(&store.author_posts(8, None, Some(0), 100).unwrap()), [200, 45]);
+    assert!(store.author_posts(7, Some(u64::MAX), None, Order::NewestFirst, 100).unwrap().is_empty());
+    assert!(store.author_posts(7, Some(80), Some(20), Order::NewestFirst, 100).unwrap().is_empty(), "crossed bounds");
+    assert!(store.author_posts(7, None, None, Order::NewestFirst, 0).unwrap().is_empty());
+    assert!(store.author_posts(9, None, None, Order::NewestFirst, 100).unwrap().is_empty(), "an author without posts");
+    assert_eq!(ids(&store.author_posts(6, None, None, Order::NewestFirst, 100).unwrap()), [u64::MAX, 55]);
+    assert_eq!(ids(&store.author_posts(8, Some(0), None, Order::NewestFirst, 100).unwrap()), [200, 45]);
 }
 
 #[test]
@@ -105,22 +115,22 @@ fn author_posts_ascending_pages_oldest_first() {
     store.put_posts(&(1..=10).map(|i| post(7, i * 10)).collect::<Vec<_>>()).unwrap();
     store.put_posts(&[post(6, u64::MAX), post(8, 0)]).unwrap();
 
-    assert_eq!(ids(&store.author_posts_ascending(7, None, None, 3).unwrap()), [10, 20, 30]);
+    assert_eq!(ids(&store.author_posts(7, None, None, Order::OldestFirst, 3).unwrap()), [10, 20, 30]);
     // min_id paging: the last id is the next `after`.
     let mut pages = Vec::new();
     let mut after = None;
     loop {
-        let page = ids(&store.author_posts_ascending(7, after, None, 4).unwrap());
+        let page = ids(&store.author_posts(7, after, None, Order::OldestFirst, 4).unwrap());
         let Some(&last) = page.last() else { break };
         after = Some(last);
         pages.push(page);
     }
     assert_eq!(pages, [vec![10, 20, 30, 40], vec![50, 60, 70, 80], vec![90, 100]]);
-    assert_eq!(ids(&store.author_posts_ascending(7, Some(20), Some(60), 100).unwrap()), [30, 40, 50]);
-    assert_eq!(ids(&store.author_posts_ascending(7, Some(20), Some(60), 2).unwrap()), [30, 40]);
-    assert!(store.author_posts_ascending(7, Some(100), None, 100).unwrap().is_empty());
-    assert!(store.author_posts_ascending(7, Some(50), Some(60), 100).unwrap().is_empty());
-    assert!(store.author_posts_ascending(7, None, Some(10), 100).unwrap().is_empty());
+    assert_eq!(ids(&store.author_posts(7, Some(20), Some(60), Order::OldestFirst, 100).unwrap()), [30, 40, 50]);
+    assert_eq!(ids(&store.author_posts(7, Some(20), Some(60), Order::OldestFirst, 2).unwrap()), [30, 40]);
+    assert!(store.author_posts(7, Some(100), None, Order::OldestFirst, 100).unwrap().is_empty());
+    assert!(store.author_posts(7, Some(50), Some(60), Order::OldestFirst, 100).unwrap().is_empty());
+    assert!(store.author_posts(7, None, Some(10), Order::OldestFirst, 100).unwrap().is_empty());
 }
 
 #[test]
@@ -134,8 +144,8 @@ fn delete_removes_a_post_and_its_index_once() {
     assert!(!store.delete_post(1, 20).unwrap(), "already deleted");
     assert!(!store.delete_post(1, 99).unwrap(), "never written");
     assert_eq!(store.post(20).unwrap(), None);
-    assert_eq!(ids(&store.author_posts(1, None, None, 10).unwrap()), [30, 10]);
-    assert_eq!(ids(&store.author_posts_ascending(1, None, None, 10).unwrap()), [10, 30]);
+    assert_eq!(ids(&store.author_posts(1, None, None, Order::NewestFirst, 10).unwrap()), [30, 10]);
+    assert_eq!(ids(&store.author_posts(1, None, None, Order::OldestFirst, 10).unwrap()), [10, 30]);
     assert!(!indexed(&store, 20), "the index entry goes with the post");
     drop(store);
     let store = Store::open(dir.path(), Durability::Fsync).unwrap();
@@ -263,8 +273,8 @@ fn scans_agree_with_a_model() {
             .filter(|&id| before.is_none_or(|before| id < before) && after.is_none_or(|after| id > after));
         let ascending: Vec<u64> = ids_in_range.clone().take(limit).collect();
         let descending: Vec<u64> = ids_in_range.rev().take(limit).collect();
-        assert_eq!(ids(&store.author_posts(author, before, after, limit).unwrap()), descending);
-        assert_eq!(ids(&store.author_posts_ascending(author, after, before, limit).unwrap()), ascending);
+        assert_eq!(ids(&store.author_posts(author, after, before, Order::NewestFirst, limit).unwrap()), descending);
+        assert_eq!(ids(&store.author_posts(author, after, before, Order::OldestFirst, limit).unwrap()), ascending);
     }
     for per_author in [1, 5, 40, 1000] {
         let expected: Vec<u64> =

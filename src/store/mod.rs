@@ -21,7 +21,7 @@ mod tests;
 
 pub use commit::Committer;
 pub use error::{Outage, StoreError};
-pub use feed::{Edge, StoredPost};
+pub use feed::{Edge, Order, StoredPost};
 
 use std::collections::HashSet;
 use std::path::Path;
