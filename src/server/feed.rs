@@ -243,10 +243,7 @@ async fn graph(shared: &Arc<Shared>, user: u64, req: u64, op: GraphOp, other: u6
         ],
         GraphOp::Unblock => vec![(Edge::Block, user, other, false)],
     };
-    let written = blocking(shared, move |store| {
-        writes.into_iter().try_for_each(|(edge, from, to, present)| store.set_edge(edge, from, to, present))
-    })
-    .await;
+    let written = blocking(shared, move |store| store.set_edges(&writes)).await;
     if !matches!(written, Some(Ok(()))) {
         return unavailable(req);
     }

@@ -50,6 +50,8 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How long a shutdown waits for tasks to drop their share of the state.
+const TASKS_GONE: Duration = Duration::from_secs(2);
 /// Threads that fan posts out to inboxes and live connections.
 const FANOUT_WORKERS: usize = 2;
 /// How often presence changes waiting for the store are written.
@@ -333,6 +335,13 @@ async fn run(
     let store = shared.store.clone();
     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
         tracing::error!(error = %e, "cannot flush the store");
+    }
+    // Every task lets go of the shared state shortly after `stop`. Waiting for
+    // that (boundedly) means the store is closed once `Running` is dropped, so
+    // a restart in the same process finds it unlocked.
+    let deadline = Instant::now() + TASKS_GONE;
+    while Arc::strong_count(&shared) > 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!("heartline stopped");
 }

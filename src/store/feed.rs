@@ -182,19 +182,33 @@ impl Store {
     /// readable is already durable), so an edge keeps the time it was first
     /// added.
     pub fn set_edge(&self, edge: Edge, from: u64, to: u64, present: bool) -> Result<(), StoreError> {
-        let (forward, reverse) = self.feed.edge(edge);
+        self.set_edges(&[(edge, from, to, present)])
+    }
+
+    /// Several edge changes in one atomic, durable batch (a block and the two
+    /// unfollows it implies): after a crash, all of them or none.
+    pub fn set_edges(&self, changes: &[(Edge, u64, u64, bool)]) -> Result<(), StoreError> {
         let _guard = self.feed.read_then_write.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.db.snapshot().contains_key(forward, pair_key(from, to)).map_err(from_engine)? == present {
-            return Ok(());
-        }
+        let snapshot = self.db.snapshot();
         let mut write = self.db.batch().durability(Some(self.persist_mode()));
-        if present {
-            let since = unix_ms().to_be_bytes();
-            write.insert(forward, pair_key(from, to), since);
-            write.insert(reverse, pair_key(to, from), since);
-        } else {
-            write.remove(forward, pair_key(from, to));
-            write.remove(reverse, pair_key(to, from));
+        let since = unix_ms().to_be_bytes();
+        let mut changed = false;
+        for &(edge, from, to, present) in changes {
+            let (forward, reverse) = self.feed.edge(edge);
+            if snapshot.contains_key(forward, pair_key(from, to)).map_err(from_engine)? == present {
+                continue;
+            }
+            changed = true;
+            if present {
+                write.insert(forward, pair_key(from, to), since);
+                write.insert(reverse, pair_key(to, from), since);
+            } else {
+                write.remove(forward, pair_key(from, to));
+                write.remove(reverse, pair_key(to, from));
+            }
+        }
+        if !changed {
+            return Ok(());
         }
         write.commit().map_err(from_engine)
     }

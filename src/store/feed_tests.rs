@@ -282,3 +282,20 @@ fn scans_agree_with_a_model() {
         assert_eq!(ids(&recent_posts(&store, per_author)), expected, "{per_author}");
     }
 }
+
+#[test]
+fn a_block_and_its_unfollows_are_one_batch() {
+    let dir = TempDir::new("edge-batch");
+    let store = Store::open(dir.path(), Durability::Fsync).unwrap();
+    store.set_edge(Edge::Follow, 1, 2, true).unwrap();
+    store.set_edge(Edge::Follow, 2, 1, true).unwrap();
+    let block = [(Edge::Follow, 1, 2, false), (Edge::Follow, 2, 1, false), (Edge::Block, 1, 2, true)];
+    store.set_edges(&block).unwrap();
+    assert_eq!(edges(&store), BTreeSet::from([(1, 1, 2)]));
+    assert_eq!(reverse_edges(&store, Edge::Follow), BTreeSet::new());
+    store.set_edges(&block).unwrap();
+    assert_eq!(edges(&store), BTreeSet::from([(1, 1, 2)]), "repeating it changes nothing");
+    drop(store);
+    let store = Store::open(dir.path(), Durability::Fsync).unwrap();
+    assert_eq!(edges(&store), BTreeSet::from([(1, 1, 2)]), "durable");
+}
