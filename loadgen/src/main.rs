@@ -1,5 +1,5 @@
 //! heartline-loadgen: drives a heartline daemon (and Redis, for comparison)
-//! with simulated clients. Today: the `presence` scenario in `gateway` mode
+//! with simulated clients. Today: the `presence` scenario in `gateway` and `tcp` modes
 //! against heartline, and the same heartbeat workload against Redis
 //! (`--target redis://…`). See BENCHMARKS.md, "Load generator".
 
@@ -7,6 +7,7 @@ mod gateway;
 mod procstat;
 mod redis;
 mod report;
+mod tcp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ enum Mode {
     Gateway,
     /// One authenticated datagram per client per interval (not yet).
     Udp,
-    /// One TCP connection per client (not yet).
+    /// One TCP connection per client (at most 19,000).
     Tcp,
 }
 
@@ -117,26 +118,40 @@ fn main() -> Result<()> {
         };
         runtime.block_on(redis::run(params))?
     } else if a.target == "heartline" {
-        if a.mode != Mode::Gateway {
-            bail!("--mode {:?} is not implemented yet: only gateway", a.mode);
+        if a.mode == Mode::Udp {
+            bail!("--mode udp is not implemented yet: gateway or tcp");
         }
         let secret_path = a.data_dir.join("secret");
         let secret = Secret::load(&secret_path).with_context(|| format!("reading {}", secret_path.display()))?;
-        let params = gateway::Params {
-            addr: a.addr,
-            clients: a.clients,
-            interval: a.interval,
-            duration: a.duration,
-            gateways: a.gateways,
-            watchers: a.watchers,
-            friends: a.friends,
-            status_changes_per_s: a.status_changes_per_s,
-            keyring: Keyring { current: secret, previous: None },
-            user_base: a.user_base,
-            server_pid: a.server_pid,
-            seed: a.seed,
-        };
-        runtime.block_on(gateway::run(params))?
+        let keyring = Keyring { current: secret, previous: None };
+        if a.mode == Mode::Tcp {
+            let params = tcp::Params {
+                addr: a.addr,
+                clients: a.clients,
+                interval: a.interval,
+                duration: a.duration,
+                keyring,
+                user_base: a.user_base,
+                server_pid: a.server_pid,
+            };
+            runtime.block_on(tcp::run(params))?
+        } else {
+            let params = gateway::Params {
+                addr: a.addr,
+                clients: a.clients,
+                interval: a.interval,
+                duration: a.duration,
+                gateways: a.gateways,
+                watchers: a.watchers,
+                friends: a.friends,
+                status_changes_per_s: a.status_changes_per_s,
+                keyring,
+                user_base: a.user_base,
+                server_pid: a.server_pid,
+                seed: a.seed,
+            };
+            runtime.block_on(gateway::run(params))?
+        }
     } else {
         bail!("--target must be heartline or redis://HOST:PORT, not {}", a.target);
     };

@@ -1,7 +1,7 @@
 //! Runs the loadgen binary with small N against a real daemon started in
 //! this process (and, when asked, against a local Redis).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use heartline::config::Config;
@@ -18,6 +18,56 @@ fn loadgen(args: &[&str], json: &Path) -> serde_json::Value {
     assert!(out.status.success(), "loadgen failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     eprintln!("{stdout}");
     serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+}
+
+async fn daemon(dir: &Path) -> (heartline::server::Running, String, String) {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        udp: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("data"),
+        ..Config::default()
+    };
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let running = heartline::server::start(config.clone()).await.unwrap();
+    let addr = running.tcp.to_string();
+    (running, addr, config.data_dir.to_str().unwrap().to_owned())
+}
+
+async fn loadgen_async(args: Vec<String>, json: PathBuf) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || loadgen(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>(), &json))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_mode_connects_authenticates_and_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, addr, data_dir) = daemon(dir.path()).await;
+    let pid = std::process::id().to_string();
+    let args = [
+        "presence",
+        "--addr",
+        &addr,
+        "--data-dir",
+        &data_dir,
+        "--mode",
+        "tcp",
+        "--clients",
+        "500",
+        "--interval",
+        "500ms",
+        "--duration",
+        "2s",
+        "--server-pid",
+        &pid,
+    ];
+    let report = loadgen_async(args.iter().map(|s| s.to_string()).collect(), dir.path().join("report.json")).await;
+    running.shutdown().await;
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["ops"]["connect_auth"]["count"], 500, "{report:#}");
+    let count = report["ops"]["heartbeat"]["count"].as_u64().unwrap();
+    assert!((1_800..=2_100).contains(&count), "{report:#}");
+    assert_eq!(report["wire_bytes_per_heartbeat"], 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
