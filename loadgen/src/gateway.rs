@@ -434,19 +434,7 @@ pub async fn run(p: Params) -> Result<Report> {
     extra.insert("heartbeats_target_per_s", p.clients as f64 / p.interval.as_secs_f64());
     extra.insert("watcher_conns", n_watchers as f64);
     extra.insert("gateway_conns", p.gateways as f64);
-    let server = match (before, after_ramp, end_sample) {
-        (Some(b), Some(r), Some(e)) => {
-            extra.insert("ramp_server_cpu_s", r.cpu_s - b.cpu_s);
-            let cpu_s = e.cpu_s - r.cpu_s;
-            Some(Server {
-                cpu_s,
-                rss_bytes: e.rss_bytes,
-                cpu_us_per_op: if heartbeats > 0 { cpu_s * 1e6 / heartbeats as f64 } else { 0.0 },
-                rss_bytes_per_session: r.rss_bytes.saturating_sub(b.rss_bytes) as f64 / p.clients.max(1) as f64,
-            })
-        }
-        _ => None,
-    };
+    let server = Server::from_samples(before, after_ramp, end_sample, heartbeats, p.clients, &mut extra);
     Ok(Report {
         scenario: "presence",
         target: "heartline".into(),

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
+use crate::procstat::Sample;
+
 /// A latency histogram in microseconds, 1 µs to 1 h, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
@@ -37,6 +39,30 @@ pub struct Server {
     pub rss_bytes: u64,
     pub cpu_us_per_op: f64,
     pub rss_bytes_per_session: f64,
+}
+
+impl Server {
+    /// The server's figures from /proc samples taken before the ramp, after
+    /// it and at the end: CPU over the measured run per operation, memory
+    /// growth over the ramp per session. The ramp's own CPU goes to `extra`.
+    pub fn from_samples(
+        before: Option<Sample>,
+        after_ramp: Option<Sample>,
+        end: Option<Sample>,
+        ops: u64,
+        sessions: u64,
+        extra: &mut BTreeMap<&'static str, f64>,
+    ) -> Option<Self> {
+        let (b, r, e) = (before?, after_ramp?, end?);
+        extra.insert("ramp_server_cpu_s", r.cpu_s - b.cpu_s);
+        let cpu_s = e.cpu_s - r.cpu_s;
+        Some(Self {
+            cpu_s,
+            rss_bytes: e.rss_bytes,
+            cpu_us_per_op: if ops > 0 { cpu_s * 1e6 / ops as f64 } else { 0.0 },
+            rss_bytes_per_session: r.rss_bytes.saturating_sub(b.rss_bytes) as f64 / sessions.max(1) as f64,
+        })
+    }
 }
 
 #[derive(Debug)]
