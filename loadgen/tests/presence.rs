@@ -73,16 +73,7 @@ async fn tcp_mode_connects_authenticates_and_heartbeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_mode_heartbeats_and_notifies_without_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        udp: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    let running = heartline::server::start(config.clone()).await.unwrap();
-    let addr = running.tcp.to_string();
-    let data_dir = config.data_dir.to_str().unwrap().to_owned();
+    let (running, addr, data_dir) = daemon(dir.path()).await;
     let json = dir.path().join("report.json");
     let pid = std::process::id().to_string();
     let args = [
