@@ -107,32 +107,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     heartline::logging::init(&config.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        // Registered before the server is ready, so an early SIGHUP cannot end the process.
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        // Every handler is registered before the server accepts anyone or tells
+        // systemd it is ready: a signal in between must not take its default
+        // action (ending the process without GOAWAY or a last-seen flush).
+        use tokio::signal::unix::{signal, SignalKind};
+        let hup = signal(SignalKind::hangup())?;
+        let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
         let running = heartline::server::start(config).await?;
         let file = args.common.config;
         let load = move || Config::load(file.as_deref(), &overrides);
         tokio::spawn(heartline::server::reload::on_sighup(running.shared.clone(), hup, load));
         let shutdown = running.shutdown_token();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
             tracing::info!("shutting down");
             shutdown.cancel();
         });
         running.stopped().await;
         Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
