@@ -3,11 +3,18 @@
 //! slice of the clients in chunks of `limits::MAX_BATCH`, then sends
 //! BATCH_HEARTBEAT frames of its sorted sessions on absolute deadlines spread
 //! evenly over the interval, so the server sees N / interval heartbeats per
-//! second. Watcher connections (gateway tokens, no sessions of their own)
-//! watch `friends` users each; the gateways change those users' statuses
-//! with one-entry batches, and the watchers time send → PRESENCE_PUSH.
+//! second; with `--udp-batches` the same batches go as authenticated UDP
+//! BATCH datagrams under the gateway's key (SPEC.md §8.2), split to fit
+//! [`udp::MAX_DATAGRAM`]. Watcher connections (gateway tokens, no sessions of
+//! their own) watch `friends` users each; the gateways change those users'
+//! statuses with one-entry batches over TCP, and the watchers time send →
+//! PRESENCE_PUSH. With `--churn-per-s R` the gateways CLOSE R random
+//! sessions a second (never a watched user's) and re-OPEN them (a user
+//! reconnecting): after each heartbeat batch, one CLOSE and one OPEN carry
+//! every session due since the last, so `churn_close`/`churn_open` count
+//! sessions and their latencies are those of the requests (to OK, OPENED).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -23,11 +30,15 @@ use heartline::protocol::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use crate::procstat;
-use crate::report::{histogram, Op, Report, Server};
+use crate::procstat::sample_of as sample;
+use crate::progress;
+use crate::report::{histogram, Op, Report, Server, Timeline};
+use crate::scrape::UdpWatch;
+use crate::udp::{self, Datagrams};
 
 /// How often a gateway sends a heartbeat batch (at most; batches are never
 /// smaller than one session).
@@ -52,6 +63,13 @@ pub struct Params {
     pub user_base: u64,
     pub server_pid: Option<u32>,
     pub seed: u64,
+    /// CLOSEs + re-OPENs per second, all gateways together.
+    pub churn_per_s: f64,
+    /// Heartbeat batches as UDP datagrams instead of TCP frames.
+    pub udp_batches: bool,
+    /// The daemon's admin address, for its UDP drop counters.
+    pub admin: SocketAddr,
+    pub timeline: Arc<Timeline>,
 }
 
 /// Counters shared by every task.
@@ -79,35 +97,50 @@ pub fn token(keyring: &Keyring, subject: Subject) -> Bytes {
     Bytes::from(keyring.issue(&Claims { subject, expires_at: now + 24 * 3_600 }))
 }
 
-/// One raw protocol connection, past WELCOME.
-struct Conn {
-    read: FramedRead<OwnedReadHalf, MessageCodec>,
+/// The sending half of a raw protocol connection.
+struct Writer {
     write: OwnedWriteHalf,
     buf: BytesMut,
     next_req: u64,
 }
 
-impl Conn {
-    async fn hello(addr: SocketAddr, role: Role, token: Bytes) -> Result<Self> {
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
-        let mut conn =
-            Self { read: FramedRead::new(read, MessageCodec::default()), write, buf: BytesMut::new(), next_req: 0 };
-        let hello = Hello { version: VERSION, role, device: Device::Desktop, want_udp: false, resume: 0, token };
-        conn.send(&Message::Hello(hello)).await?;
-        match conn.recv().await? {
-            Message::Welcome(_) => Ok(conn),
-            other => bail!("expected WELCOME, got {other:?}"),
-        }
-    }
-
+impl Writer {
     /// Sends one frame; returns its size on the wire.
     async fn send(&mut self, msg: &Message) -> Result<usize> {
         self.buf.clear();
         MessageCodec::default().encode(msg, &mut self.buf)?;
         self.write.write_all(&self.buf).await?;
         Ok(self.buf.len())
+    }
+
+    /// Sends a request with the next request id; returns the id.
+    async fn send_request(&mut self, build: impl FnOnce(u64) -> Message) -> Result<u64> {
+        self.next_req += 1;
+        self.send(&build(self.next_req)).await?;
+        Ok(self.next_req)
+    }
+}
+
+/// One raw protocol connection, past WELCOME.
+struct Conn {
+    read: FramedRead<OwnedReadHalf, MessageCodec>,
+    writer: Writer,
+    welcome: Welcome,
+}
+
+impl Conn {
+    async fn hello(addr: SocketAddr, role: Role, want_udp: bool, token: Bytes) -> Result<Self> {
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        let mut writer = Writer { write, buf: BytesMut::new(), next_req: 0 };
+        let hello = Hello { version: VERSION, role, device: Device::Desktop, want_udp, resume: 0, token };
+        writer.send(&Message::Hello(hello)).await?;
+        let mut read = FramedRead::new(read, MessageCodec::default());
+        match read.next().await {
+            Some(Ok(Message::Welcome(welcome))) => Ok(Self { read, writer, welcome }),
+            other => bail!("expected WELCOME, got {other:?}"),
+        }
     }
 
     async fn recv(&mut self) -> Result<Message> {
@@ -120,8 +153,7 @@ impl Conn {
 
     /// Sends a request and returns its reply, skipping pushes.
     async fn request(&mut self, build: impl FnOnce(u64) -> Message) -> Result<Message> {
-        self.next_req += 1;
-        self.send(&build(self.next_req)).await?;
+        self.writer.send_request(build).await?;
         loop {
             match self.recv().await? {
                 Message::PresencePush { .. } => continue,
@@ -165,49 +197,232 @@ async fn open(conn: &mut Conn, users: Range<u64>, ramp: &AtomicU64) -> Result<Op
     Ok(Opened { sessions, open_latency })
 }
 
-/// Sends heartbeats and status changes until `end`.
-async fn run_gateway(
-    conn: Conn,
-    sessions: Vec<u64>,
-    targets: Vec<(u64, u64)>,
-    p: Arc<Params>,
-    shared: Arc<Shared>,
-    start: Instant,
-    end: Instant,
-) -> Result<()> {
-    let mut sorted = sessions;
-    sorted.sort_unstable();
-    // Pre-encoded frames: the ids never change, so neither do the batches.
-    let ticks = (p.interval.as_secs_f64() / TICK.as_secs_f64()).max(1.0);
-    let per_batch = ((sorted.len() as f64 / ticks).ceil() as usize).clamp(1, limits::MAX_BATCH);
-    let mut frames: Vec<(Bytes, u64)> = Vec::new();
-    for chunk in sorted.chunks(per_batch) {
-        let entries: Vec<BatchEntry> = chunk.iter().map(|&id| (id, None)).collect();
+/// A gateway's sessions, in the batches it sends one after another over the
+/// interval (each sorted, as a batch must be), and where each user's is.
+struct Batches {
+    ids: Vec<Vec<u64>>,
+    /// Each batch as a TCP frame, made again after churn changed the batch.
+    frames: Vec<Option<Bytes>>,
+    /// Per user of the slice: its session (0 while closed for churn) and batch.
+    users: Vec<(u64, usize)>,
+}
+
+impl Batches {
+    /// `sessions[i]` is user `first + i`'s; `per_batch` ids per batch.
+    fn new(sessions: &[u64], per_batch: usize) -> Self {
+        let mut by_id: Vec<(u64, usize)> = sessions.iter().copied().zip(0..).collect();
+        by_id.sort_unstable();
+        let mut users = vec![(0, 0); sessions.len()];
+        let mut ids = Vec::new();
+        for (b, chunk) in by_id.chunks(per_batch.max(1)).enumerate() {
+            for &(session, user) in chunk {
+                users[user] = (session, b);
+            }
+            ids.push(chunk.iter().map(|&(session, _)| session).collect());
+        }
+        Self { frames: vec![None; ids.len()], ids, users }
+    }
+
+    /// Takes `user`'s session out of its batch; returns it.
+    fn remove(&mut self, user: usize) -> u64 {
+        let (session, b) = self.users[user];
+        self.users[user].0 = 0;
+        if let Ok(at) = self.ids[b].binary_search(&session) {
+            self.ids[b].remove(at);
+        }
+        self.frames[b] = None;
+        session
+    }
+
+    /// Puts `user`'s new session into the batch its old one was in.
+    fn insert(&mut self, user: usize, session: u64) {
+        let b = self.users[user].1;
+        self.users[user].0 = session;
+        let at = self.ids[b].binary_search(&session).unwrap_or_else(|at| at);
+        self.ids[b].insert(at, session);
+        self.frames[b] = None;
+    }
+
+    /// Batch `b` as a BATCH_HEARTBEAT frame.
+    fn frame(&mut self, b: usize) -> Result<Bytes> {
+        if let Some(frame) = &self.frames[b] {
+            return Ok(frame.clone());
+        }
+        let entries: Vec<BatchEntry> = self.ids[b].iter().map(|&id| (id, None)).collect();
         let mut buf = BytesMut::new();
         MessageCodec::default().encode(&Message::BatchHeartbeat(Batch::encode(&entries)?), &mut buf)?;
-        frames.push((buf.freeze(), chunk.len() as u64));
+        let frame = buf.freeze();
+        self.frames[b] = Some(frame.clone());
+        Ok(frame)
     }
-    let Conn { read, mut write, .. } = conn;
-    let reader = tokio::spawn(drain_errors(read, shared.clone(), end + DRAIN));
+}
 
-    let step = if frames.is_empty() { p.interval } else { p.interval / frames.len() as u32 };
+/// What a gateway's heartbeat batches travel on.
+enum Path {
+    Tcp,
+    Udp(Box<UdpPath>),
+}
+
+/// UDP BATCH datagrams under the gateway's id and key (from its WELCOME).
+struct UdpPath {
+    sender: udp::Sender,
+    gateway: u64,
+    key: heartline::protocol::udp::Key,
+    seq: u32,
+    out: Datagrams,
+}
+
+/// A churn request in flight: when it was sent, and how many sessions it
+/// closes, or whose it opens.
+enum Pending {
+    Close(Instant, u64),
+    Open(Instant, Vec<usize>),
+}
+
+/// A reply the reader hands to the gateway's writer, with when it arrived.
+type Reply = (Message, Instant);
+
+/// The gateway's churn: which requests are in flight and how many users
+/// have left and come back so far.
+struct Churn {
+    per_s: f64,
+    done: u64,
+    pending: HashMap<u64, Pending>,
+    /// Users never churned: the watched ones, whose status changes are timed.
+    watched: HashSet<usize>,
+}
+
+impl Churn {
+    /// CLOSEs the sessions of the users whose turn has come since the last
+    /// call (picked at random) and re-OPENs them in a second request; the
+    /// replies come back through [`Churn::on_reply`].
+    async fn step(
+        &mut self,
+        w: &mut Writer,
+        batches: &mut Batches,
+        rng: &mut fastrand::Rng,
+        start: Instant,
+        first_user: u64,
+    ) -> Result<()> {
+        let due = (start.elapsed().as_secs_f64() * self.per_s) as u64;
+        let want = due.saturating_sub(self.done).min(limits::MAX_BATCH as u64) as usize;
+        if want == 0 {
+            return Ok(());
+        }
+        self.done = due;
+        let (mut users, mut sessions) = (Vec::with_capacity(want), Vec::with_capacity(want));
+        // A few tries per pick: a user already closed or watched is skipped, not waited for.
+        for _ in 0..want * 4 {
+            if users.len() == want {
+                break;
+            }
+            let user = rng.usize(..batches.users.len());
+            if batches.users[user].0 != 0 && !self.watched.contains(&user) {
+                sessions.push(batches.remove(user));
+                users.push(user);
+            }
+        }
+        if users.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let n = sessions.len() as u64;
+        let req = w.send_request(|req| Message::Close { req, sessions }).await?;
+        self.pending.insert(req, Pending::Close(now, n));
+        let entries = users
+            .iter()
+            .map(|&u| OpenEntry { user: first_user + u as u64, device: Device::Mobile, status: Status::Online })
+            .collect();
+        let req = w.send_request(|req| Message::Open { req, entries }).await?;
+        self.pending.insert(req, Pending::Open(now, users));
+        Ok(())
+    }
+
+    /// Times a reply to a churn request; an OPENED's sessions rejoin their batches.
+    fn on_reply(&mut self, (reply, at): Reply, batches: &mut Batches, shared: &Shared, timeline: &Timeline) {
+        let req = match &reply {
+            Message::Ok { req } | Message::Opened { req, .. } | Message::Error { req, .. } => *req,
+            _ => return,
+        };
+        let us = |sent: Instant| at.duration_since(sent).as_micros() as u64;
+        match (self.pending.remove(&req), reply) {
+            (Some(Pending::Close(sent, n)), Message::Ok { .. }) => timeline.latency_of("churn_close", n, us(sent)),
+            (Some(Pending::Open(sent, users)), Message::Opened { sessions, .. }) if sessions.len() == users.len() => {
+                timeline.latency_of("churn_open", users.len() as u64, us(sent));
+                for (user, session) in users.into_iter().zip(sessions) {
+                    batches.insert(user, session);
+                }
+            }
+            (_, reply) => shared.error(format!("unexpected reply to a churn request: {reply:?}")),
+        }
+    }
+}
+
+/// One gateway's run: where its sessions are, who it may change, until when.
+struct Gateway {
+    conn: Conn,
+    sessions: Vec<u64>,
+    users: Range<u64>,
+    /// (user, session) of the watched users in this gateway's slice.
+    targets: Vec<(u64, u64)>,
+}
+
+/// Sends heartbeats, status changes and churn until `end`.
+async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: Instant, end: Instant) -> Result<()> {
+    let Gateway { conn, sessions, users, targets } = gw;
+    let ticks = (p.interval.as_secs_f64() / TICK.as_secs_f64()).max(1.0);
+    let per_batch = ((sessions.len() as f64 / ticks).ceil() as usize).clamp(1, limits::MAX_BATCH);
+    let mut batches = Batches::new(&sessions, per_batch);
+    let Conn { read, writer: mut w, welcome } = conn;
+    let mut path = if p.udp_batches {
+        if welcome.udp_port == 0 {
+            bail!("the daemon granted the gateway no UDP (WELCOME udp_port 0)");
+        }
+        let sender = udp::Sender::bind(SocketAddr::new(p.addr.ip(), welcome.udp_port)).await?;
+        Path::Udp(Box::new(UdpPath {
+            sender,
+            gateway: welcome.session,
+            key: welcome.udp_key,
+            seq: 0,
+            out: Datagrams::default(),
+        }))
+    } else {
+        Path::Tcp
+    };
+    let (replies_tx, mut replies) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(read_replies(read, shared.clone(), replies_tx, end + DRAIN));
+
+    let n_batches = batches.ids.len();
+    let step = if n_batches == 0 { p.interval } else { p.interval / n_batches as u32 };
     let change_step = if p.status_changes_per_s > 0.0 && !targets.is_empty() {
         Some(Duration::from_secs_f64(p.gateways as f64 / p.status_changes_per_s))
     } else {
         None
     };
+    let mut churn = Churn {
+        per_s: p.churn_per_s / p.gateways as f64,
+        done: 0,
+        pending: HashMap::new(),
+        watched: targets.iter().map(|&(user, _)| (user - users.start) as usize).collect(),
+    };
     let mut statuses: HashMap<u64, Status> = HashMap::new();
-    let mut rng = fastrand::Rng::with_seed(p.seed ^ sorted.first().copied().unwrap_or(0));
+    let mut rng = fastrand::Rng::with_seed(p.seed ^ users.start);
     let (mut k, mut next_change) = (0u32, start + change_step.unwrap_or_default() / 2);
     let mut buf = BytesMut::new();
     loop {
         let next_batch = start + step * k;
         let change_due = change_step.is_some() && next_change < next_batch;
         let at = if change_due { next_change } else { next_batch };
-        if at >= end || frames.is_empty() && !change_due {
+        if at >= end || n_batches == 0 && !change_due {
             break;
         }
-        tokio::time::sleep_until(at).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            Some(reply) = replies.recv() => {
+                churn.on_reply(reply, &mut batches, &shared, &p.timeline);
+                continue;
+            }
+        }
         if change_due {
             let (user, session) = targets[rng.usize(..targets.len())];
             let status = match statuses.get(&session) {
@@ -219,33 +434,66 @@ async fn run_gateway(
             MessageCodec::default()
                 .encode(&Message::BatchHeartbeat(Batch::encode(&[(session, Some(status))])?), &mut buf)?;
             shared.pending.lock().expect("pending lock").insert(user, (Instant::now(), status));
-            write.write_all(&buf).await?;
+            w.write.write_all(&buf).await?;
             shared.status_changes.fetch_add(1, Relaxed);
+            p.timeline.count("status_change", 1);
             next_change += change_step.unwrap_or_default();
-        } else {
-            let (frame, count) = &frames[k as usize % frames.len()];
-            write.write_all(frame).await?;
-            shared.heartbeats.fetch_add(*count, Relaxed);
-            shared.heartbeat_bytes.fetch_add(frame.len() as u64, Relaxed);
-            k += 1;
+            continue;
+        }
+        let b = k as usize % n_batches;
+        k += 1;
+        let count = batches.ids[b].len() as u64;
+        if count > 0 {
+            let bytes = match &mut path {
+                Path::Tcp => {
+                    let frame = batches.frame(b)?;
+                    w.write.write_all(&frame).await?;
+                    frame.len()
+                }
+                Path::Udp(u) => {
+                    let UdpPath { sender, gateway, key, seq, out } = &mut **u;
+                    let entries: Vec<BatchEntry> = batches.ids[b].iter().map(|&id| (id, None)).collect();
+                    out.clear();
+                    out.batches(key, *gateway, seq, &entries)?;
+                    if let (failed @ 1.., error) = sender.send(out).await {
+                        shared.error(format!("{failed} datagrams not sent: {error:?}"));
+                        continue;
+                    }
+                    out.bytes()
+                }
+            };
+            shared.heartbeats.fetch_add(count, Relaxed);
+            shared.heartbeat_bytes.fetch_add(bytes as u64, Relaxed);
+            p.timeline.count("heartbeat", count);
+        }
+        if churn.per_s > 0.0 {
+            churn.step(&mut w, &mut batches, &mut rng, start, users.start).await?;
         }
     }
-    write.flush().await?;
+    w.write.flush().await?;
     reader.await??;
     // Dropping the connection ends its sessions (after the grace window).
-    drop(write);
+    drop(w);
     Ok(())
 }
 
-/// Reads a gateway's incoming frames until `until`, counting ERRORs.
-async fn drain_errors(
+/// Reads a gateway's incoming frames until `until`: hands replies to
+/// requests (churn's) to the writer and counts ERRORs about batches.
+async fn read_replies(
     mut read: FramedRead<OwnedReadHalf, MessageCodec>,
     shared: Arc<Shared>,
+    replies: mpsc::UnboundedSender<Reply>,
     until: Instant,
 ) -> Result<()> {
     loop {
         match tokio::time::timeout_at(until, read.next()).await {
             Err(_) => return Ok(()),
+            Ok(Some(Ok(reply @ (Message::Ok { .. } | Message::Opened { .. })))) => {
+                let _ = replies.send((reply, Instant::now()));
+            }
+            Ok(Some(Ok(reply @ Message::Error { req: 1.., .. }))) => {
+                let _ = replies.send((reply, Instant::now()));
+            }
             Ok(Some(Ok(Message::Error { code, message, .. }))) => {
                 shared.error(format!("server error {code}: {message:?}"))
             }
@@ -264,8 +512,14 @@ async fn drain_errors(
 }
 
 /// A watcher: watches `friends`, then times every push that carries the
-/// latest status sent for a user.
-async fn watcher(mut conn: Conn, friends: Vec<u64>, shared: Arc<Shared>, until: Instant) -> Result<Histogram<u64>> {
+/// latest status sent for a user (`notify`).
+async fn watcher(
+    mut conn: Conn,
+    friends: Vec<u64>,
+    shared: Arc<Shared>,
+    timeline: Arc<Timeline>,
+    until: Instant,
+) -> Result<()> {
     for chunk in friends.chunks(limits::MAX_IDS) {
         let users = chunk.to_vec();
         match conn.request(|req| Message::Watch { req, users }).await? {
@@ -273,17 +527,16 @@ async fn watcher(mut conn: Conn, friends: Vec<u64>, shared: Arc<Shared>, until: 
             other => bail!("expected PRESENCE, got {other:?}"),
         }
     }
-    let mut latency = histogram();
     loop {
         match tokio::time::timeout_at(until, conn.read.next()).await {
-            Err(_) => return Ok(latency),
+            Err(_) => return Ok(()),
             Ok(Some(Ok(Message::PresencePush { entries }))) => {
                 let now = Instant::now();
                 let pending = shared.pending.lock().expect("pending lock");
                 for e in entries {
                     if let Some(&(sent, status)) = pending.get(&e.user) {
                         if status == e.status {
-                            latency.saturating_record(now.duration_since(sent).as_micros() as u64);
+                            timeline.latency("notify", now.duration_since(sent).as_micros() as u64);
                         }
                     }
                 }
@@ -294,10 +547,6 @@ async fn watcher(mut conn: Conn, friends: Vec<u64>, shared: Arc<Shared>, until: 
             Ok(None) => bail!("watcher: connection closed by the server"),
         }
     }
-}
-
-fn sample(pid: Option<u32>) -> Result<Option<procstat::Sample>> {
-    pid.map(|pid| procstat::sample(pid).with_context(|| format!("reading /proc/{pid}"))).transpose()
 }
 
 /// Runs the scenario and builds the report.
@@ -326,26 +575,14 @@ pub async fn run(p: Params) -> Result<Report> {
     let before = sample(p.server_pid)?;
     eprintln!("opening {} sessions over {} gateway connections", p.clients, p.gateways);
     let ramp = Arc::new(AtomicU64::new(0));
-    let progress = {
-        let ramp = ramp.clone();
-        let total = p.clients;
-        tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let now = ramp.load(Relaxed);
-                eprintln!("  opened {now}/{total} ({:.0}/s)", (now - last) as f64 / 5.0);
-                last = now;
-            }
-        })
-    };
+    let shown = progress::ramp("open", p.clients, ramp.clone());
     let ramp_started = Instant::now();
     let mut opening = Vec::new();
     for g in 0..p.gateways {
         let (p, ramp) = (p.clone(), ramp.clone());
         opening.push(tokio::spawn(async move {
             let token = token(&p.keyring, Subject::Gateway(format!("loadgen-{g}")));
-            let mut conn = Conn::hello(p.addr, Role::Gateway, token).await?;
+            let mut conn = Conn::hello(p.addr, Role::Gateway, p.udp_batches, token).await?;
             let users = slice(&p, g);
             let opened = open(&mut conn, users, &ramp).await?;
             Ok::<_, anyhow::Error>((conn, opened))
@@ -359,7 +596,7 @@ pub async fn run(p: Params) -> Result<Report> {
         gateways.push((conn, opened.sessions));
     }
     let ramp_s = ramp_started.elapsed().as_secs_f64();
-    progress.abort();
+    drop(shown);
     let after_ramp = sample(p.server_pid)?;
     eprintln!("opened {} sessions in {ramp_s:.1} s ({:.0}/s)", p.clients, p.clients as f64 / ramp_s);
 
@@ -367,39 +604,34 @@ pub async fn run(p: Params) -> Result<Report> {
     let mut watcher_conns = Vec::new();
     for w in 0..n_watchers {
         let token = token(&p.keyring, Subject::Gateway(format!("loadgen-watch-{w}")));
-        watcher_conns.push(Conn::hello(p.addr, Role::Gateway, token).await?);
+        watcher_conns.push(Conn::hello(p.addr, Role::Gateway, false, token).await?);
     }
+    let watch = if p.udp_batches { Some(UdpWatch::start(p.admin).await) } else { None };
 
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + p.duration;
     let mut watching = Vec::new();
     for (conn, friends) in watcher_conns.into_iter().zip(friend_lists) {
-        watching.push(tokio::spawn(watcher(conn, friends, shared.clone(), end + DRAIN)));
+        watching.push(tokio::spawn(watcher(conn, friends, shared.clone(), p.timeline.clone(), end + DRAIN)));
     }
     let mut running = Vec::new();
     for (g, (conn, sessions)) in gateways.into_iter().enumerate() {
         let users = slice(&p, g);
         let targets: Vec<(u64, u64)> =
             watched.iter().filter(|u| users.contains(u)).map(|&u| (u, sessions[(u - users.start) as usize])).collect();
-        running.push(tokio::spawn(run_gateway(conn, sessions, targets, p.clone(), shared.clone(), start, end)));
+        let gw = Gateway { conn, sessions, users, targets };
+        running.push(tokio::spawn(run_gateway(gw, p.clone(), shared.clone(), start, end)));
     }
-    let progress = {
-        let shared = shared.clone();
+    let shown = {
+        let (shared, mut rate) = (shared.clone(), progress::Rate::new());
         let expected = p.clients as f64 / p.interval.as_secs_f64();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(start).await;
-            let mut last = 0;
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let now = shared.heartbeats.load(Relaxed);
-                eprintln!(
-                    "  heartbeats {now} ({:.0}/s, target {expected:.0}/s), status changes {}, errors {}",
-                    (now - last) as f64 / 5.0,
-                    shared.status_changes.load(Relaxed),
-                    shared.errors.load(Relaxed)
-                );
-                last = now;
-            }
+        progress::run(start, p.duration, move || {
+            format!(
+                "heartbeats {:.0}/s (target {expected:.0}/s), status changes {}, errors {}",
+                rate.per_s(shared.heartbeats.load(Relaxed)),
+                shared.status_changes.load(Relaxed),
+                shared.errors.load(Relaxed)
+            )
         })
     };
     for task in running {
@@ -407,16 +639,14 @@ pub async fn run(p: Params) -> Result<Report> {
             shared.error(format!("gateway: {e:#}"));
         }
     }
+    drop(shown);
     let elapsed = start.elapsed().as_secs_f64().min(p.duration.as_secs_f64());
     let end_sample = sample(p.server_pid)?;
-    let mut notify = histogram();
     for task in watching {
-        match task.await? {
-            Ok(h) => notify.add(&h)?,
-            Err(e) => shared.error(format!("{e:#}")),
+        if let Err(e) = task.await? {
+            shared.error(format!("{e:#}"));
         }
     }
-    progress.abort();
 
     let heartbeats = shared.heartbeats.load(Relaxed);
     let bytes = shared.heartbeat_bytes.load(Relaxed);
@@ -424,7 +654,11 @@ pub async fn run(p: Params) -> Result<Report> {
     ops.insert("heartbeat", Op::counted(heartbeats));
     ops.insert("status_change", Op::counted(shared.status_changes.load(Relaxed)));
     if n_watchers > 0 {
-        ops.insert("notify", Op::timed(notify));
+        ops.insert("notify", p.timeline.op("notify"));
+    }
+    if p.churn_per_s > 0.0 {
+        ops.insert("churn_close", p.timeline.op("churn_close"));
+        ops.insert("churn_open", p.timeline.op("churn_open"));
     }
     let mut extra = BTreeMap::new();
     extra.insert("ramp_s", ramp_s);
@@ -434,11 +668,14 @@ pub async fn run(p: Params) -> Result<Report> {
     extra.insert("heartbeats_target_per_s", p.clients as f64 / p.interval.as_secs_f64());
     extra.insert("watcher_conns", n_watchers as f64);
     extra.insert("gateway_conns", p.gateways as f64);
+    if let Some(watch) = watch {
+        watch.finish(&mut extra).await;
+    }
     let server = Server::from_samples(before, after_ramp, end_sample, heartbeats, p.clients, &mut extra);
     Ok(Report {
         scenario: "presence",
         target: "heartline".into(),
-        mode: "gateway".into(),
+        mode: if p.udp_batches { "gateway-udp" } else { "gateway" }.into(),
         clients: p.clients,
         duration_s: elapsed,
         ops,

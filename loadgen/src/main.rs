@@ -1,17 +1,53 @@
 //! heartline-loadgen: drives a heartline daemon (and Redis, for comparison)
-//! with simulated clients. Today: the `presence` scenario in `gateway` and `tcp` modes
-//! against heartline, and the same heartbeat workload against Redis
-//! (`--target redis://…`). See BENCHMARKS.md, "Load generator".
+//! with simulated clients. See BENCHMARKS.md, "Load generator".
+//!
+//! The `presence` scenario has three modes:
+//!
+//! - `gateway` (default, [`gateway`]): `--gateways` connections OPEN every
+//!   client as a sub-session and heartbeat them in BATCH_HEARTBEAT frames, or
+//!   with `--udp-batches` in authenticated UDP BATCH datagrams under each
+//!   gateway's key. Unbounded by fds: 10M clients on this machine.
+//! - `tcp` ([`tcp`]): one real connection per client, one HEARTBEAT frame
+//!   per interval. At most 19,000 clients (the fd limit is 20,000).
+//! - `udp` ([`udp`]): each client gets UDP credentials through a TCP HELLO
+//!   with `want_udp` and sends one HEARTBEAT datagram per interval. The UDP
+//!   key is bound to the TCP connection that owns the session (closing it
+//!   ends the session after the grace window, SPEC.md §8.8), so each client
+//!   keeps its connection: bounded like tcp mode, at most 19,000.
+//!
+//! In every mode `--status-changes-per-s` with `--watchers`/`--friends`
+//! times status change → push (gateway), and `--churn-per-s R` makes R
+//! clients a second leave and come back (gateway: CLOSE and re-OPEN of
+//! sub-sessions; tcp: BYE, close, reconnect; not in udp mode). The report
+//! (table, `--json`) has per-op counts and latency percentiles, a per-second
+//! `timeline` ([`report::Timeline`], from the start of the ramp-up) that
+//! `--plot FILE.svg` draws ([`plot`]), the daemon's CPU and memory
+//! (`--server-pid`) and, for UDP, what the daemon dropped (`--admin`,
+//! [`scrape`]). A progress bar shows on a terminal ([`progress`]). `--target
+//! redis://…` runs the same heartbeat workload against Redis ([`redis`]).
+//!
+//! The `feed` scenario ([`feed`]) loads a seeded power-law follow graph
+//! (~1.1M users by default, three celebrities with ≥ 1M followers) into the
+//! daemon over the wire (`--skip-setup` once it is there), then posts and
+//! reads home timelines at fixed rates: `post_ack`, `fanout` (to LIVE
+//! followers) and `timeline_read`, labelled with the daemon's `--strategy`;
+//! `--target redis://…` does the same with SET, ZADD fanout and ZREVRANGE.
 
+mod feed;
 mod gateway;
+mod plot;
 mod procstat;
+mod progress;
 mod redis;
 mod report;
+mod scrape;
 mod tcp;
+mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -32,13 +68,16 @@ struct Args {
 enum Scenario {
     /// Simulated clients heartbeating, changing status and watching friends.
     Presence(Presence),
+    /// Posts with fanout to a power-law follow graph, and home-timeline reads.
+    Feed(feed::Args),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// A few gateway connections carry every client with batch heartbeats.
     Gateway,
-    /// One authenticated datagram per client per interval (not yet).
+    /// One authenticated datagram per client per interval, each client
+    /// holding the TCP connection that owns its UDP key (at most 19,000).
     Udp,
     /// One TCP connection per client (at most 19,000).
     Tcp,
@@ -81,9 +120,23 @@ struct Presence {
     /// Status changes per second, all of watched users (0: none, no latency).
     #[arg(long, default_value_t = 100.0)]
     status_changes_per_s: f64,
-    /// Connects + disconnects per second (not yet: must be 0).
+    /// Clients leaving and coming back per second (gateway: CLOSE + OPEN; tcp: BYE + reconnect).
     #[arg(long, default_value_t = 0.0)]
     churn_per_s: f64,
+    /// Tcp and udp modes: handshakes in flight during the ramp-up; 0 connects
+    /// every client at once, as after a restart (the thundering herd).
+    #[arg(long, default_value_t = 64)]
+    handshakes: usize,
+    /// Gateway mode: heartbeat batches as UDP datagrams instead of TCP frames.
+    #[arg(long)]
+    udp_batches: bool,
+    /// The daemon's admin address, read at the start and end of UDP runs for
+    /// the datagrams it dropped (unreachable: a warning, no figures).
+    #[arg(long, default_value = "127.0.0.1:7401")]
+    admin: SocketAddr,
+    /// Draw the timeline (ops/s, latency p50/p99/max per second) as SVG here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Gateway connections (gateway mode) or Redis connections.
     #[arg(long, default_value_t = 4)]
     gateways: usize,
@@ -96,13 +149,23 @@ struct Presence {
 }
 
 fn main() -> Result<()> {
-    let Args { scenario: Scenario::Presence(a) } = Args::parse();
+    let a = match Args::parse().scenario {
+        Scenario::Presence(a) => a,
+        Scenario::Feed(f) => {
+            let json = f.json();
+            return emit(&feed::main(f)?, None, json);
+        }
+    };
     if a.clients == 0 || a.gateways == 0 || a.interval.is_zero() {
         bail!("--clients, --gateways and --interval must be positive");
     }
-    if a.churn_per_s != 0.0 {
-        bail!("--churn-per-s is not implemented yet");
+    if a.churn_per_s < 0.0 || a.churn_per_s > 0.0 && (a.mode == Mode::Udp || a.target != "heartline") {
+        bail!("--churn-per-s is for gateway and tcp modes against heartline, and not negative");
     }
+    if a.udp_batches && a.mode != Mode::Gateway {
+        bail!("--udp-batches is for gateway mode");
+    }
+    let timeline = Arc::new(report::Timeline::new(Instant::now()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = if let Some(url) = a.target.strip_prefix("redis://") {
         let params = redis::Params {
@@ -118,13 +181,10 @@ fn main() -> Result<()> {
         };
         runtime.block_on(redis::run(params))?
     } else if a.target == "heartline" {
-        if a.mode == Mode::Udp {
-            bail!("--mode udp is not implemented yet: gateway or tcp");
-        }
         let secret_path = a.data_dir.join("secret");
         let secret = Secret::load(&secret_path).with_context(|| format!("reading {}", secret_path.display()))?;
         let keyring = Keyring { current: secret, previous: None };
-        if a.mode == Mode::Tcp {
+        if a.mode != Mode::Gateway {
             let params = tcp::Params {
                 addr: a.addr,
                 clients: a.clients,
@@ -133,8 +193,15 @@ fn main() -> Result<()> {
                 keyring,
                 user_base: a.user_base,
                 server_pid: a.server_pid,
+                churn_per_s: a.churn_per_s,
+                handshakes: a.handshakes,
+                timeline: timeline.clone(),
             };
-            runtime.block_on(tcp::run(params))?
+            if a.mode == Mode::Udp {
+                runtime.block_on(udp::run(udp::Params { tcp: params, admin: a.admin }))?
+            } else {
+                runtime.block_on(tcp::run(params))?
+            }
         } else {
             let params = gateway::Params {
                 addr: a.addr,
@@ -149,15 +216,33 @@ fn main() -> Result<()> {
                 user_base: a.user_base,
                 server_pid: a.server_pid,
                 seed: a.seed,
+                churn_per_s: a.churn_per_s,
+                udp_batches: a.udp_batches,
+                admin: a.admin,
+                timeline: timeline.clone(),
             };
             runtime.block_on(gateway::run(params))?
         }
     } else {
         bail!("--target must be heartline or redis://HOST:PORT, not {}", a.target);
     };
+    if let Some(path) = &a.plot {
+        let title = format!("{} {}, {} clients", report.scenario, report.mode, report.clients);
+        plot::write(path, &title, &timeline.rows()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    emit(&report, Some(&timeline), a.json)
+}
+
+/// Prints the table, and writes the JSON report (with the timeline, when
+/// the scenario keeps one) if asked.
+fn emit(report: &report::Report, timeline: Option<&report::Timeline>, json: Option<PathBuf>) -> Result<()> {
     print!("{}", report.table());
-    if let Some(path) = a.json {
-        let text = serde_json::to_string_pretty(&report.to_json())?;
+    if let Some(path) = json {
+        let mut value = report.to_json();
+        if let Some(timeline) = timeline {
+            value["timeline"] = timeline.to_json();
+        }
+        let text = serde_json::to_string_pretty(&value)?;
         std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

@@ -17,7 +17,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::procstat;
+use crate::procstat::sample_of as sample;
 use crate::report::{histogram, Op, Report, Server};
 
 /// SETs per pipeline.
@@ -36,7 +36,8 @@ pub struct Params {
     pub seed: u64,
 }
 
-struct Conn {
+/// One RESP connection (shared with the feed scenario's Redis target).
+pub struct Conn {
     read: BufReader<OwnedReadHalf>,
     write: OwnedWriteHalf,
     line: String,
@@ -55,7 +56,7 @@ pub fn command(buf: &mut Vec<u8>, args: &[&[u8]]) {
 }
 
 impl Conn {
-    async fn connect(addr: &str) -> Result<Self> {
+    pub async fn connect(addr: &str) -> Result<Self> {
         let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to redis at {addr}"))?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
@@ -70,8 +71,13 @@ impl Conn {
         Ok(self.line.trim_end())
     }
 
+    /// Sends encoded commands (see [`command`]).
+    pub async fn send(&mut self, commands: &[u8]) -> Result<()> {
+        Ok(self.write.write_all(commands).await?)
+    }
+
     /// Reads `n` simple replies; returns how many were errors.
-    async fn simple_replies(&mut self, n: usize) -> Result<u64> {
+    pub async fn simple_replies(&mut self, n: usize) -> Result<u64> {
         let mut errors = 0;
         for _ in 0..n {
             let line = self.line().await?;
@@ -90,22 +96,30 @@ impl Conn {
     }
 
     /// Reads an array of bulk strings; returns how many were present.
-    async fn array_reply(&mut self) -> Result<usize> {
+    pub async fn array_reply(&mut self) -> Result<usize> {
+        Ok(self.array_values().await?.iter().flatten().count())
+    }
+
+    /// Reads an array of bulk strings (`None` for a nil).
+    pub async fn array_values(&mut self) -> Result<Vec<Option<Vec<u8>>>> {
         let line = self.line().await?.to_owned();
         let Some(n) = line.strip_prefix('*').and_then(|n| n.parse::<usize>().ok()) else {
             bail!("expected an array, got {line:?}");
         };
-        let mut present = 0;
+        let mut values = Vec::with_capacity(n.min(PIPELINE));
         for _ in 0..n {
             let line = self.line().await?.to_owned();
             let len: i64 = line.strip_prefix('$').and_then(|l| l.parse().ok()).context("expected a bulk string")?;
-            if len >= 0 {
-                let mut skip = vec![0; len as usize + 2];
-                self.read.read_exact(&mut skip).await?;
-                present += 1;
-            }
+            values.push(if len >= 0 {
+                let mut value = vec![0; len as usize + 2];
+                self.read.read_exact(&mut value).await?;
+                value.truncate(len as usize);
+                Some(value)
+            } else {
+                None
+            });
         }
-        Ok(present)
+        Ok(values)
     }
 }
 
@@ -201,10 +215,6 @@ async fn queries(mut conn: Conn, p: Arc<Params>, start: Instant, end: Instant) -
         latency.saturating_record(sent.elapsed().as_micros() as u64);
     }
     Ok(latency)
-}
-
-fn sample(pid: Option<u32>) -> Result<Option<procstat::Sample>> {
-    pid.map(|pid| procstat::sample(pid).with_context(|| format!("reading /proc/{pid}"))).transpose()
 }
 
 pub async fn run(p: Params) -> Result<Report> {

@@ -1,8 +1,11 @@
 //! The run's report: per-operation counts and latency percentiles
 //! (hdrhistogram, µs), server figures, a human table and the stable JSON
-//! shape of issue 5.
+//! shape of issue 5; and the [`Timeline`] of the same operations second by
+//! second (JSON `timeline`, `--plot`). It reads no socket and draws nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
@@ -180,6 +183,128 @@ impl Report {
     }
 }
 
+/// One second of one operation in the timeline. Its latency histogram is
+/// made only when something is timed, at 2 significant digits: a run keeps
+/// one per second per timed operation, and a plot needs no more precision.
+#[derive(Debug, Default)]
+struct Slot {
+    count: u64,
+    latency: Option<Histogram<u64>>,
+}
+
+/// One second of the timeline, as reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stat {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+/// Per-second counts and latency percentiles of each operation, from
+/// `origin` (the start of the ramp-up) on: second `t` covers `[t, t + 1)`.
+/// Tasks record into it as they go; a mutex is enough at the rates recorded
+/// (each gateway batch or datagram burst is one record, not one per client).
+/// The whole run is also kept per operation at full precision, for the
+/// report's `ops` ([`Timeline::op`]).
+#[derive(Debug)]
+pub struct Timeline {
+    origin: Instant,
+    inner: Mutex<Slots>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    seconds: Vec<BTreeMap<&'static str, Slot>>,
+    totals: BTreeMap<&'static str, Op>,
+}
+
+impl Timeline {
+    pub fn new(origin: Instant) -> Self {
+        Self { origin, inner: Mutex::default() }
+    }
+
+    fn record(&self, op: &'static str, n: u64, us: Option<u64>) {
+        let second = self.origin.elapsed().as_secs() as usize;
+        let mut inner = self.inner.lock().expect("timeline lock");
+        if inner.seconds.len() <= second {
+            inner.seconds.resize_with(second + 1, BTreeMap::new);
+        }
+        let slot = inner.seconds[second].entry(op).or_default();
+        slot.count += n;
+        if let Some(us) = us {
+            slot.latency
+                .get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"))
+                .saturating_record(us);
+        }
+        let total = inner.totals.entry(op).or_insert_with(|| Op::counted(0));
+        total.count += n;
+        if let Some(us) = us {
+            total.latency.saturating_record(us);
+        }
+    }
+
+    /// Counts `n` operations that have no reply to time, now.
+    pub fn count(&self, op: &'static str, n: u64) {
+        self.record(op, n, None);
+    }
+
+    /// Counts one timed operation that has just completed.
+    pub fn latency(&self, op: &'static str, us: u64) {
+        self.record(op, 1, Some(us));
+    }
+
+    /// Counts `n` operations that one request carried, timed once (the
+    /// request's latency).
+    pub fn latency_of(&self, op: &'static str, n: u64, us: u64) {
+        self.record(op, n, Some(us));
+    }
+
+    /// The whole run of one operation (zero if it never happened).
+    pub fn op(&self, op: &'static str) -> Op {
+        let inner = self.inner.lock().expect("timeline lock");
+        inner.totals.get(op).cloned().unwrap_or_else(|| Op::counted(0))
+    }
+
+    /// Every second from the origin to the last one recorded.
+    pub fn rows(&self) -> Vec<BTreeMap<&'static str, Stat>> {
+        let inner = self.inner.lock().expect("timeline lock");
+        inner
+            .seconds
+            .iter()
+            .map(|ops| {
+                ops.iter()
+                    .map(|(&name, slot)| {
+                        let h = slot.latency.as_ref();
+                        let stat = Stat {
+                            count: slot.count,
+                            p50_us: h.map_or(0, |h| pct(h, 0.5)),
+                            p99_us: h.map_or(0, |h| pct(h, 0.99)),
+                            max_us: h.map_or(0, Histogram::max),
+                        };
+                        (name, stat)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `[{t_s, ops: {name: {count, p50_us, p99_us, max_us}}}]`.
+    pub fn to_json(&self) -> Value {
+        let rows = self.rows().into_iter().enumerate().map(|(t, ops)| {
+            let ops: Map<String, Value> = ops
+                .into_iter()
+                .map(|(name, s)| {
+                    let v = json!({"count": s.count, "p50_us": s.p50_us, "p99_us": s.p99_us, "max_us": s.max_us});
+                    (name.to_owned(), v)
+                })
+                .collect();
+            json!({"t_s": t, "ops": ops})
+        });
+        Value::Array(rows.collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +339,33 @@ mod tests {
             assert!(v["server"].get(key).is_some(), "{key}");
         }
         assert!(report.table().contains("heartbeat"));
+    }
+
+    #[test]
+    fn timeline_keeps_counts_and_latencies_by_second() {
+        let timeline = Timeline::new(Instant::now() - std::time::Duration::from_millis(1_500));
+        timeline.count("heartbeat", 40);
+        timeline.count("heartbeat", 2);
+        for us in 1..=100 {
+            timeline.latency("notify", us * 10);
+        }
+        let rows = timeline.rows();
+        assert_eq!(rows.len(), 2, "second 0 is empty, second 1 has the records");
+        assert!(rows[0].is_empty());
+        assert_eq!(rows[1]["heartbeat"], Stat { count: 42, ..Stat::default() });
+        let notify = rows[1]["notify"];
+        assert_eq!(notify.count, 100);
+        assert!((490..=510).contains(&notify.p50_us), "{notify:?}");
+        assert!(notify.p99_us <= notify.max_us && notify.max_us >= 995, "{notify:?}");
+        let v = timeline.to_json();
+        assert_eq!(v[1]["t_s"], 1);
+        assert_eq!(v[1]["ops"]["heartbeat"]["count"], 42);
+        assert_eq!(v[1]["ops"]["notify"]["count"], 100);
+        assert_eq!(timeline.op("heartbeat").count, 42);
+        assert_eq!(timeline.op("notify").latency.max(), 1_000);
+        assert_eq!(timeline.op("never").count, 0);
+        timeline.latency_of("churn_open", 5, 300);
+        let churn = timeline.op("churn_open");
+        assert_eq!((churn.count, churn.latency.len()), (5, 1), "five sessions in one timed request");
     }
 }

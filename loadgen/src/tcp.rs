@@ -2,8 +2,11 @@
 //! simulated client, HELLO with a user token each, source addresses spread
 //! over 127.0.0.1–127.0.0.254, then one steady-state HEARTBEAT per client per
 //! interval. Measures the connect + authenticate rate and latency, and (with
-//! `--server-pid`) the daemon's memory per connection. Bounded by the process
-//! fd limit (20,000 here): at most [`MAX_CLIENTS`].
+//! `--server-pid`) the daemon's memory per connection. With `--churn-per-s R`
+//! clients leave (BYE, close) and reconnect (connect, HELLO) at R per second
+//! overall. Bounded by the process fd limit (20,000 here): at most
+//! [`MAX_CLIENTS`]. Also owns the handshake waves that udp mode uses to get
+//! each client's UDP credentials ([`connect_all`]).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -17,19 +20,19 @@ use futures_util::StreamExt;
 use heartline::auth::{Keyring, Subject};
 use heartline::protocol::*;
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::codec::{Encoder, Framed};
+use tokio_util::codec::{Encoder, Framed, FramedRead};
 
 use crate::gateway::token;
-use crate::procstat;
-use crate::report::{histogram, Op, Report, Server};
+use crate::procstat::sample_of as sample;
+use crate::progress;
+use crate::report::{Op, Report, Server, Timeline};
 
 /// Connections this mode opens at most (the fd limit is 20,000 for both processes).
 pub const MAX_CLIENTS: u64 = 19_000;
-/// Handshakes in flight at once.
-const CONCURRENCY: usize = 64;
 
 pub struct Params {
     pub addr: SocketAddr,
@@ -39,6 +42,12 @@ pub struct Params {
     pub keyring: Keyring,
     pub user_base: u64,
     pub server_pid: Option<u32>,
+    /// Leaves + reconnects per second, all clients together.
+    pub churn_per_s: f64,
+    /// Handshakes in flight at once during the ramp-up; 0: every client at
+    /// once, the thundering herd of a restart.
+    pub handshakes: usize,
+    pub timeline: Arc<Timeline>,
 }
 
 #[derive(Default)]
@@ -48,9 +57,14 @@ struct Counters {
     errors: AtomicU64,
 }
 
-async fn connect(p: &Params, i: u64) -> Result<Framed<TcpStream, MessageCodec>> {
+/// A client connection past WELCOME.
+pub type ClientConn = Framed<TcpStream, MessageCodec>;
+
+/// Connects client `i` (user `user_base + i`) and waits for its WELCOME.
+async fn connect(p: &Params, i: u64, want_udp: bool) -> Result<(ClientConn, Welcome)> {
     let socket = TcpSocket::new_v4()?;
     if p.addr.ip().is_loopback() {
+        // One source address per 254 clients keeps the daemon's per-IP cap and the ephemeral ports out of the way.
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i % 254) as u8);
         socket.bind(SocketAddr::new(source.into(), 0))?;
     }
@@ -58,124 +72,175 @@ async fn connect(p: &Params, i: u64) -> Result<Framed<TcpStream, MessageCodec>> 
     stream.set_nodelay(true)?;
     let mut framed = Framed::new(stream, MessageCodec::default());
     let token = token(&p.keyring, Subject::User(p.user_base + i));
-    let hello =
-        Hello { version: VERSION, role: Role::Client, device: Device::Desktop, want_udp: false, resume: 0, token };
+    let hello = Hello { version: VERSION, role: Role::Client, device: Device::Desktop, want_udp, resume: 0, token };
     futures_util::SinkExt::send(&mut framed, &Message::Hello(hello)).await?;
     match framed.next().await {
-        Some(Ok(Message::Welcome(_))) => Ok(framed),
+        Some(Ok(Message::Welcome(welcome))) => Ok((framed, welcome)),
         other => bail!("expected WELCOME, got {other:?}"),
     }
 }
 
-/// Heartbeats on absolute deadlines (offset `phase`) until `end`, reading whatever arrives.
-async fn client(
-    framed: Framed<TcpStream, MessageCodec>,
-    phase: Duration,
-    interval: Duration,
+/// The ramp-up: every client connected and welcomed, `handshakes` at a
+/// time, each timed as `connect_auth`. Returns the
+/// connections in client order and the ramp's length in seconds.
+pub async fn connect_all(p: &Arc<Params>, want_udp: bool) -> Result<(Vec<(ClientConn, Welcome)>, f64)> {
+    if p.clients > MAX_CLIENTS {
+        bail!("this mode holds one TCP connection per client: at most {MAX_CLIENTS} (the fd limit is 20,000)");
+    }
+    let in_flight = if p.handshakes == 0 { p.clients as usize } else { p.handshakes };
+    eprintln!("connecting {} clients, {in_flight} handshakes in flight", p.clients);
+    let gate = Arc::new(Semaphore::new(in_flight));
+    let done = Arc::new(AtomicU64::new(0));
+    let shown = progress::ramp("connect", p.clients, done.clone());
+    let ramp_started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..p.clients {
+        let (p, gate, done) = (p.clone(), gate.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let sent = Instant::now();
+            let conn = connect(&p, i, want_udp).await?;
+            p.timeline.latency("connect_auth", sent.elapsed().as_micros() as u64);
+            done.fetch_add(1, Relaxed);
+            Ok::<_, anyhow::Error>(conn)
+        }));
+    }
+    let mut conns = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        conns.push(t.await??);
+    }
+    let ramp_s = ramp_started.elapsed().as_secs_f64();
+    drop(shown);
+    eprintln!("connected {} clients in {ramp_s:.1} s ({:.0}/s)", p.clients, p.clients as f64 / ramp_s);
+    Ok((conns, ramp_s))
+}
+
+/// Sends BYE, so the session ends at once rather than after a grace window.
+pub async fn bye(write: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    let mut frame = BytesMut::new();
+    // BYE has no body: encoding it cannot fail.
+    let _ = MessageCodec::default().encode(&Message::Bye, &mut frame);
+    write.write_all(&frame).await
+}
+
+/// Whether what a client connection read ends it: ERROR, GOAWAY, a bad
+/// frame or the end of the stream (the daemon sends nothing else unasked).
+pub fn ends_client(msg: &Option<Result<Message, FrameError>>) -> bool {
+    !matches!(msg, Some(Ok(m)) if !matches!(m, Message::Error { .. } | Message::Goaway { .. }))
+}
+
+fn split(conn: ClientConn) -> (FramedRead<OwnedReadHalf, MessageCodec>, OwnedWriteHalf) {
+    let (read, write) = conn.into_parts().io.into_split();
+    (FramedRead::new(read, MessageCodec::default()), write)
+}
+
+/// What every client of a run shares.
+struct Plan {
     start: Instant,
     end: Instant,
-    counters: Arc<Counters>,
-) {
+    /// The probability that a client leaves and reconnects before a heartbeat.
+    churn: f64,
+    counters: Counters,
+}
+
+/// One client: heartbeats on absolute deadlines (offset `phase`) until the
+/// end, reading whatever arrives, sometimes leaving and reconnecting first.
+async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase: Duration) {
+    let Plan { start, end, churn, ref counters } = *plan;
     let mut frame = BytesMut::new();
     let hb = Message::Heartbeat(Heartbeat { jitter_ms: 0, dseq: 1, status: None });
     if MessageCodec::default().encode(&hb, &mut frame).is_err() {
         counters.errors.fetch_add(1, Relaxed);
         return;
     }
-    let parts = framed.into_parts();
-    let (mut read, mut write) = parts.io.into_split();
-    let mut incoming = tokio_util::codec::FramedRead::new(&mut read, MessageCodec::default());
+    let (mut incoming, mut write) = split(conn);
+    let mut rng = fastrand::Rng::with_seed(i);
     let mut k = 0u32;
     loop {
-        let at = start + phase + interval * k;
+        let at = start + phase + p.interval * k;
         if at >= end {
             break;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(at) => {
+                if churn > 0.0 && rng.f64() < churn {
+                    let _ = bye(&mut write).await;
+                    p.timeline.count("churn_close", 1);
+                    let sent = Instant::now();
+                    match connect(&p, i, false).await {
+                        Ok((conn, _)) => (incoming, write) = split(conn),
+                        Err(_) => {
+                            counters.errors.fetch_add(1, Relaxed);
+                            return;
+                        }
+                    }
+                    p.timeline.latency("churn_connect", sent.elapsed().as_micros() as u64);
+                }
                 if write.write_all(&frame).await.is_err() {
                     counters.errors.fetch_add(1, Relaxed);
                     return;
                 }
                 counters.heartbeats.fetch_add(1, Relaxed);
                 counters.bytes.fetch_add(frame.len() as u64, Relaxed);
+                p.timeline.count("heartbeat", 1);
                 k += 1;
             }
-            msg = incoming.next() => match msg {
-                Some(Ok(Message::Error { .. } | Message::Goaway { .. })) | Some(Err(_)) | None => {
-                    counters.errors.fetch_add(1, Relaxed);
-                    return;
-                }
-                Some(Ok(_)) => {}
+            msg = incoming.next() => if ends_client(&msg) {
+                counters.errors.fetch_add(1, Relaxed);
+                return;
             },
         }
     }
-    let _ = write
-        .write_all(&{
-            let mut bye = BytesMut::new();
-            let _ = MessageCodec::default().encode(&Message::Bye, &mut bye);
-            bye
-        })
-        .await;
-}
-
-fn sample(pid: Option<u32>) -> Result<Option<procstat::Sample>> {
-    pid.map(|pid| procstat::sample(pid).with_context(|| format!("reading /proc/{pid}"))).transpose()
+    let _ = bye(&mut write).await;
 }
 
 pub async fn run(p: Params) -> Result<Report> {
-    if p.clients > MAX_CLIENTS {
-        bail!("--mode tcp opens one connection per client: at most {MAX_CLIENTS} (the fd limit is 20,000)");
-    }
     let p = Arc::new(p);
     let before = sample(p.server_pid)?;
-    eprintln!("connecting {} clients, {CONCURRENCY} handshakes in flight", p.clients);
-    let gate = Arc::new(Semaphore::new(CONCURRENCY));
-    let ramp_started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..p.clients {
-        let (p, gate) = (p.clone(), gate.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await?;
-            let sent = Instant::now();
-            let framed = connect(&p, i).await?;
-            Ok::<_, anyhow::Error>((framed, sent.elapsed()))
-        }));
-    }
-    let mut conns = Vec::new();
-    let mut handshake = histogram();
-    for t in tasks {
-        let (framed, took) = t.await??;
-        handshake.saturating_record(took.as_micros() as u64);
-        conns.push(framed);
-    }
-    let ramp_s = ramp_started.elapsed().as_secs_f64();
+    let (conns, ramp_s) = connect_all(&p, false).await?;
     let after_ramp = sample(p.server_pid)?;
-    eprintln!("connected {} clients in {ramp_s:.1} s ({:.0}/s)", p.clients, p.clients as f64 / ramp_s);
 
-    let counters = Arc::new(Counters::default());
     let start = Instant::now() + Duration::from_millis(200);
-    let end = start + p.duration;
     let n = conns.len() as u32;
+    // Each client heartbeats clients / interval times a second in all: this share of them reconnects first.
+    let heartbeats_per_s = p.clients as f64 / p.interval.as_secs_f64();
+    let churn = p.churn_per_s / heartbeats_per_s;
+    if churn > 1.0 {
+        bail!("--churn-per-s {} is more than one reconnect per heartbeat ({heartbeats_per_s:.0}/s)", p.churn_per_s);
+    }
+    let plan = Arc::new(Plan { start, end: start + p.duration, churn, counters: Counters::default() });
+    let shown = {
+        let (plan, mut rate) = (plan.clone(), progress::Rate::new());
+        progress::run(start, p.duration, move || {
+            let c = &plan.counters;
+            format!("heartbeats {:.0}/s, errors {}", rate.per_s(c.heartbeats.load(Relaxed)), c.errors.load(Relaxed))
+        })
+    };
     let mut tasks = Vec::new();
-    for (i, framed) in conns.into_iter().enumerate() {
+    for (i, (conn, _)) in conns.into_iter().enumerate() {
         let phase = p.interval * i as u32 / n.max(1);
-        tasks.push(tokio::spawn(client(framed, phase, p.interval, start, end, counters.clone())));
+        tasks.push(tokio::spawn(client(p.clone(), plan.clone(), i as u64, conn, phase)));
     }
     for t in tasks {
         t.await?;
     }
+    drop(shown);
     let elapsed = start.elapsed().as_secs_f64().min(p.duration.as_secs_f64());
     let end_sample = sample(p.server_pid)?;
 
+    let counters = &plan.counters;
     let heartbeats = counters.heartbeats.load(Relaxed);
     let mut ops = BTreeMap::new();
     ops.insert("heartbeat", Op::counted(heartbeats));
-    ops.insert("connect_auth", Op::timed(handshake));
+    ops.insert("connect_auth", p.timeline.op("connect_auth"));
+    if p.churn_per_s > 0.0 {
+        ops.insert("churn_close", p.timeline.op("churn_close"));
+        ops.insert("churn_connect", p.timeline.op("churn_connect"));
+    }
     let mut extra = BTreeMap::new();
     extra.insert("ramp_s", ramp_s);
     extra.insert("connect_auth_per_s", p.clients as f64 / ramp_s);
-    extra.insert("heartbeats_target_per_s", p.clients as f64 / p.interval.as_secs_f64());
+    extra.insert("heartbeats_target_per_s", heartbeats_per_s);
     let server = Server::from_samples(before, after_ramp, end_sample, heartbeats, p.clients, &mut extra);
     let bytes = counters.bytes.load(Relaxed);
     Ok(Report {

@@ -128,6 +128,120 @@ async fn gateway_mode_heartbeats_and_notifies_without_errors() {
     }
 }
 
+/// Runs the loadgen against a fresh daemon with `args` after the daemon's
+/// addresses; returns the JSON report.
+async fn against_daemon(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let (running, addr, data_dir) = daemon(dir).await;
+    let admin = running.admin.to_string();
+    let mut all: Vec<String> = ["presence", "--addr", &addr, "--data-dir", &data_dir, "--admin", &admin]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    all.extend(args.iter().map(|s| s.to_string()));
+    let report = loadgen_async(all, dir.join("report.json")).await;
+    running.shutdown().await;
+    report
+}
+
+fn count(report: &serde_json::Value, op: &str) -> u64 {
+    report["ops"][op]["count"].as_u64().unwrap_or_else(|| panic!("no {op}: {report:#}"))
+}
+
+/// The timeline's counts of `op`, second by second, add up to its total.
+fn timeline_total(report: &serde_json::Value, op: &str) -> u64 {
+    let timeline = report["timeline"].as_array().unwrap_or_else(|| panic!("no timeline: {report:#}"));
+    for (t, second) in timeline.iter().enumerate() {
+        assert_eq!(second["t_s"], t);
+    }
+    timeline.iter().filter_map(|s| s["ops"][op]["count"].as_u64()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_mode_sends_datagrams_the_daemon_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--mode", "udp", "--clients", "300", "--interval", "500ms", "--duration", "2s"];
+    let report = against_daemon(dir.path(), &args).await;
+    assert_eq!(report["mode"], "udp");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(count(&report, "connect_auth"), 300);
+    // 300 clients every 500 ms for 2 s.
+    let sent = count(&report, "heartbeat");
+    assert!((1_100..=1_300).contains(&sent), "{report:#}");
+    assert_eq!(timeline_total(&report, "heartbeat"), sent);
+    // Every datagram verified and applied: none dropped, by the daemon or the kernel.
+    assert_eq!(report["extra"]["udp_applied"].as_f64(), Some(sent as f64), "{report:#}");
+    assert_eq!(report["extra"]["udp_dropped"].as_f64(), Some(0.0), "{report:#}");
+    // type, a 1- or 2-byte session id, seq16, status and the 8-byte tag.
+    let wire = report["wire_bytes_per_heartbeat"].as_f64().unwrap();
+    assert!((13.0..=14.0).contains(&wire), "{wire}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_udp_batches_are_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--udp-batches", "--clients", "2000", "--interval", "500ms", "--duration", "2s"];
+    let report = against_daemon(dir.path(), &args).await;
+    assert_eq!(report["mode"], "gateway-udp");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let sent = count(&report, "heartbeat");
+    assert!((7_000..=8_500).contains(&sent), "{report:#}");
+    assert_eq!(report["extra"]["udp_applied"].as_f64(), Some(sent as f64), "{report:#}");
+    assert_eq!(report["extra"]["udp_dropped"].as_f64(), Some(0.0), "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_churn_closes_and_reopens_and_plots_the_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("run.svg");
+    let args = [
+        "--clients",
+        "2000",
+        "--interval",
+        "500ms",
+        "--duration",
+        "2s",
+        "--churn-per-s",
+        "200",
+        "--watchers",
+        "0.002",
+        "--friends",
+        "20",
+        "--status-changes-per-s",
+        "50",
+        "--plot",
+        plot.to_str().unwrap(),
+    ];
+    let report = against_daemon(dir.path(), &args).await;
+    // A churned session missing from a batch, or a batch naming a closed one, would be an ERROR.
+    assert_eq!(report["errors"], 0, "{report:#}");
+    // 200 a second for 2 s, spread over 4 gateways and sent with their batches.
+    for op in ["churn_close", "churn_open"] {
+        let n = count(&report, op);
+        assert!((150..=420).contains(&n), "{op}: {report:#}");
+        assert!(report["ops"][op]["p50_us"].as_u64().unwrap() > 0, "{report:#}");
+        assert_eq!(timeline_total(&report, op), n);
+    }
+    assert!(count(&report, "notify") > 0, "{report:#}");
+    assert!(count(&report, "heartbeat") >= 7_000, "{report:#}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    for text in ["operations per second", "churn_open latency", "notify latency"] {
+        assert!(svg.contains(text), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_churn_reconnects_real_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--mode", "tcp", "--clients", "200", "--interval", "500ms", "--duration", "2s", "--churn-per-s", "50"];
+    let report = against_daemon(dir.path(), &args).await;
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let (closed, connected) = (count(&report, "churn_close"), count(&report, "churn_connect"));
+    assert!((40..=170).contains(&closed), "{report:#}");
+    assert_eq!(closed, connected, "every client that left came back");
+    assert!(count(&report, "heartbeat") >= 700, "{report:#}");
+}
+
 /// Needs a Redis on 127.0.0.1:6379 (`apt-get install -y redis-server`).
 #[test]
 #[ignore]

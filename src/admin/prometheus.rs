@@ -12,6 +12,7 @@ use std::fmt::Write;
 use crate::protocol::udp::DropReason;
 use crate::protocol::ErrorCode;
 use crate::server::metrics::{CloseReason, Counter, Histogram, BUCKETS_US};
+use crate::server::net::Refused;
 use crate::server::Shared;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -98,6 +99,13 @@ pub fn render(shared: &Shared) -> String {
     out.gauge("heartline_watches", "Watch subscriptions (watcher, user pairs).", totals.watches);
     out.gauge("heartline_connections", "Connections past HELLO.", shared.conns.len() as u64);
     out.counter("heartline_connections_accepted_total", "TCP connections accepted.", &m.connections_accepted);
+    out.gauge("heartline_connections_open", "TCP connections open, HELLO done or not.", shared.admission.open() as u64);
+    out.labelled(
+        "heartline_connections_refused_total",
+        "Connections closed at accept with TOO_MANY_CONNECTIONS, by cap: total (limits.max_connections) or per_ip.",
+        "cap",
+        [("total", Refused::Total), ("per_ip", Refused::PerIp)].map(|(cap, r)| (cap, m.connections_refused(r).get())),
+    );
 
     let mut closes = vec![
         ("peer".to_owned(), m.closed(CloseReason::Peer).get()),

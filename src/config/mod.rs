@@ -74,6 +74,23 @@ pub struct Limits {
     /// How long a shutdown waits for connections to drain after GOAWAY.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// TCP connections open at once, HELLO done or not. At start it is
+    /// lowered to fit the descriptor limit (RLIMIT_NOFILE) less a reserve.
+    pub max_connections: usize,
+    /// TCP connections open at once from one IPv4 address or one IPv6 /64;
+    /// 0 turns the per-address cap off (behind a proxy every client shares
+    /// its address).
+    pub max_connections_per_ip: usize,
+    /// Status changes (SET_STATUS, HEARTBEAT with a status) one client
+    /// session may make per second, sustained; 0 turns the limit off.
+    pub status_rate: f64,
+    /// Status changes a client session may make at once before the rate applies.
+    pub status_burst: u32,
+    /// Posts (PUBLISH) one client session may make per second, sustained; 0
+    /// turns the limit off.
+    pub post_rate: f64,
+    /// Posts a client session may make at once before the rate applies.
+    pub post_burst: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -204,6 +221,15 @@ impl Default for Limits {
             max_watch: 10_000,
             outbound_queue: 16_384,
             drain_timeout: Duration::from_secs(5),
+            // Within the unit's LimitNOFILE (1,048,576) less the descriptor
+            // reserve, so the shipped setup starts without the clamp warning.
+            max_connections: 1_000_000,
+            // Above a busy NAT, below a single host's flood.
+            max_connections_per_ip: 1_000,
+            status_rate: 1.0,
+            status_burst: 10,
+            post_rate: 1.0,
+            post_burst: 20,
         }
     }
 }
@@ -274,6 +300,16 @@ impl Config {
         if self.limits.outbound_queue == 0 {
             return invalid("limits.outbound_queue must be at least 1");
         }
+        if self.limits.max_connections == 0 {
+            return invalid("limits.max_connections must be at least 1");
+        }
+        let l = &self.limits;
+        if ![l.status_rate, l.post_rate].iter().all(|r| r.is_finite() && *r >= 0.0) {
+            return invalid("limits.status_rate and limits.post_rate must be 0 (off) or a positive number");
+        }
+        if l.status_burst == 0 || l.post_burst == 0 {
+            return invalid("limits.status_burst and limits.post_burst must be at least 1");
+        }
         if !self.admin.listen.ip().is_loopback() && self.admin.token.as_deref().is_none_or(str::is_empty) {
             return invalid("admin.token is required when admin.listen is not a loopback address");
         }
@@ -330,10 +366,11 @@ mod tests {
 
     #[test]
     fn file_then_flags() {
-        let path = write("layers", "data_dir = \"/tmp/x\"\n[presence]\ngrace = \"10s\"\n");
+        let path = write("layers", "data_dir = \"/tmp/x\"\n[presence]\ngrace = \"10s\"\n[limits]\npost_rate = 5\n");
         let overrides = Overrides { data_dir: Some("/tmp/y".into()), ..Overrides::default() };
         let config = Config::load(Some(&path), &overrides).unwrap();
         assert_eq!(config.presence.grace, Duration::from_secs(10));
+        assert_eq!(config.limits.post_rate, 5.0, "a whole number is a rate too");
         assert_eq!(config.data_dir, PathBuf::from("/tmp/y"));
         std::fs::remove_file(path).unwrap();
     }
@@ -344,8 +381,11 @@ mod tests {
         assert!(Config::load(Some(&typo), &Overrides::default()).is_err());
         let bad = write("bad", "[presence]\nheartbeat_interval = \"30s\"\nttl = \"10s\"\n");
         assert!(matches!(Config::load(Some(&bad), &Overrides::default()), Err(ConfigError::Invalid(_))));
-        std::fs::remove_file(typo).unwrap();
-        std::fs::remove_file(bad).unwrap();
+        let rate = write("rate", "[limits]\npost_rate = -1\n");
+        assert!(matches!(Config::load(Some(&rate), &Overrides::default()), Err(ConfigError::Invalid(_))));
+        for path in [typo, bad, rate] {
+            std::fs::remove_file(path).unwrap();
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The TCP shell of one connection: a read loop that cuts frames out of a
-//! reused buffer and hands them to the [`Handler`], and a write task that
-//! drains the [`Outbox`] into one buffer per wake-up (one write for many
-//! frames).
+//! The TCP shell of one connection: admission past the connection caps, a
+//! read loop that cuts frames out of a reused buffer and hands them to the
+//! [`Handler`], and a write task that drains the [`Outbox`] into one buffer
+//! per wake-up (one write for many frames).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::handler::{Flow, Handler};
 use super::metrics::CloseReason;
-use super::outbox::{Batch, Outbox};
+use super::net::{Refused, Slot};
+use super::outbox::{error, Batch, Outbox};
 use super::{now_ms, Shared};
 use crate::protocol::{encode_frame, ErrorCode, FrameCodec, FrameError, Message};
 
@@ -26,23 +28,89 @@ const KEEP_BUFFER: usize = 64 * 1024;
 /// A peer that accepts no bytes for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+/// Bytes read and thrown away from a refused connection before closing it.
+const REFUSED_DRAIN: usize = 4 * 1024;
+/// How long a connection closed with a fatal ERROR keeps reading (and
+/// dropping) what the peer still sends, so that the ERROR gets through.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// An accepted connection: served if the caps leave room, else refused.
+/// Never waits, so a flood cannot slow the accept loop down.
+pub fn accept(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    shared.metrics.connections_accepted.inc();
+    let limits = &shared.limits;
+    match shared.admission.admit(peer.ip(), limits.max_connections(), limits.max_connections_per_ip()) {
+        Ok(slot) => {
+            tokio::spawn(serve(stream, slot, shared.clone()));
+        }
+        Err(cap) => refuse(stream, cap, shared),
+    }
+}
+
+/// ERROR TOO_MANY_CONNECTIONS, then close, without a task and without
+/// waiting: the frame is far smaller than a new socket's send buffer, so one
+/// non-blocking write sends all of it (or, if the peer is already gone,
+/// nothing, which is as good). What the peer already sent (an early HELLO) is
+/// read first, so that closing sends FIN after the ERROR rather than a reset.
+fn refuse(stream: TcpStream, cap: Refused, shared: &Shared) {
+    shared.metrics.connections_refused(cap).inc();
+    let code = ErrorCode::TooManyConnections;
+    let message = match cap {
+        Refused::Total => "the server is at its connection cap",
+        Refused::PerIp => "too many connections from this address",
+    };
+    let mut frame = BytesMut::new();
+    // Only a frame over 1 MiB fails to encode.
+    let _ = encode_frame(&error(0, code, message), &mut frame);
+    if stream.try_write(&frame).is_ok_and(|n| n == frame.len()) {
+        if let Some(counter) = shared.metrics.errors_sent(code as u16) {
+            counter.inc();
+        }
+    }
+    shared.metrics.closed(CloseReason::Error(code)).inc();
+    let mut sink = [0u8; 512];
+    let mut drained = 0;
+    while drained < REFUSED_DRAIN {
+        match stream.try_read(&mut sink) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+pub async fn serve(stream: TcpStream, slot: Slot, shared: Arc<Shared>) {
     let id = shared.next_conn_id();
     let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+    let (mut reader, writer) = stream.into_split();
     let outbox = Arc::new(Outbox::new(shared.limits.outbound_queue()));
     let written = CancellationToken::new();
     let write_task = tokio::spawn(write_loop(writer, outbox.clone(), written.clone(), shared.clone()));
     let mut handler = Handler::new(shared.clone(), id, outbox.clone());
-    read_loop(reader, &mut handler, &shared, &written).await;
+    read_loop(&mut reader, &mut handler, &shared, &written).await;
     handler.on_close(now_ms());
     outbox.close(None);
     // A writer that panicked says nothing about the peer: count it as a failed write.
     let reason = write_task.await.unwrap_or(CloseReason::WriteFailed);
     shared.metrics.closed(reason).inc();
+    if let CloseReason::Error(_) = reason {
+        linger(&mut reader).await;
+    }
+    // The socket is closed (both halves dropped): its place is free.
+    drop(slot);
 }
 
-async fn read_loop(mut reader: OwnedReadHalf, handler: &mut Handler, shared: &Shared, written: &CancellationToken) {
+/// Closing a socket with unread bytes makes the kernel send a reset, which
+/// throws away what is still in the send buffer, the ERROR included: a peer
+/// that pipelined past a fatal error would never learn why. So the write side
+/// is already shut (FIN after the ERROR); read until the peer closes too, for
+/// at most [`LINGER`], as web servers' lingering close does.
+async fn linger(reader: &mut OwnedReadHalf) {
+    let mut sink = [0u8; 1024];
+    let drained = async { while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, drained).await;
+}
+
+async fn read_loop(reader: &mut OwnedReadHalf, handler: &mut Handler, shared: &Shared, written: &CancellationToken) {
     let mut codec = FrameCodec::new(shared.config.limits.max_frame);
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let hello_by = tokio::time::Instant::now() + shared.limits.handshake_timeout();
@@ -69,7 +137,13 @@ async fn read_loop(mut reader: OwnedReadHalf, handler: &mut Handler, shared: &Sh
         if buf.capacity() - buf.len() < READ_BUFFER / 2 {
             buf.reserve(READ_BUFFER);
         }
+        // In this order: an ending connection reads nothing more, however
+        // fast its peer sends; and a HELLO that arrived before the deadline
+        // is served even when this task runs late.
         tokio::select! {
+            biased;
+            _ = written.cancelled() => return,
+            _ = shared.stop.cancelled() => return,
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
@@ -78,8 +152,6 @@ async fn read_loop(mut reader: OwnedReadHalf, handler: &mut Handler, shared: &Sh
                 handler.abort(ErrorCode::HandshakeTimeout, "no HELLO in time");
                 return;
             }
-            _ = written.cancelled() => return,
-            _ = shared.stop.cancelled() => return,
         }
     }
 }

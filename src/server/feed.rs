@@ -184,15 +184,24 @@ async fn publish(shared: &Arc<Shared>, user: u64, req: u64, kind: u8, payload: B
     match shared.committer.submit(stored).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "post not stored");
+            // The store logs the outage once; every refused post is only a debug line.
+            tracing::debug!(error = %e, "post not stored");
             return unavailable(req);
         }
         Err(_) => return error(req, ErrorCode::Internal, "store committer stopped"),
     }
     shared.metrics.posts.inc();
     let published_at = Instant::now();
-    let Fanout { mut followers, into_inboxes } =
-        shared.feed.publish(post.clone(), now_ms(), |reader| shared.live.contains_key(&reader));
+    // Off the runtime: a celebrity's follower list is a million entries.
+    let (publisher, published) = (shared.clone(), post.clone());
+    let listed = tokio::task::spawn_blocking(move || {
+        publisher.feed.publish(published, now_ms(), |reader| publisher.live.contains_key(&reader))
+    });
+    let Ok(Fanout { mut followers, into_inboxes }) = listed.await else {
+        // Stored all the same, so PUBLISHED: an ERROR would say it was not.
+        tracing::error!(post = post.id, "listing the followers panicked: the post reaches no inbox");
+        return Message::Published { req, post: post.id };
+    };
     // The author's other live connections see it too; their own inbox never needs it.
     followers.push(user);
     let (fanout, id) = (shared.clone(), post.id);
@@ -203,8 +212,9 @@ async fn publish(shared: &Arc<Shared>, user: u64, req: u64, kind: u8, payload: B
 }
 
 async fn delete(shared: &Arc<Shared>, user: u64, req: u64, id: u64) -> Message {
-    let hot = shared.feed.delete(user, id).is_some();
+    // Durable first, then gone from memory: a refused delete changes nothing.
     let stored = blocking(shared, move |store| store.delete_post(user, id)).await;
+    let hot = matches!(stored, Some(Ok(_))) && shared.feed.delete(user, id).is_some();
     match stored {
         Some(Ok(existed)) if existed || hot => {
             let mut readers = shared.feed.graph.followers(user);

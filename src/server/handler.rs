@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::feed::FeedSession;
 use super::outbox::{error, Outbox};
+use super::rate::Bucket;
 use super::Shared;
 use crate::auth::{Subject, UdpPeer};
 use crate::presence::{Change, SessionError, SessionId, Viewer};
@@ -47,6 +48,10 @@ pub struct Handler {
     watches: HashSet<u64>,
     /// Started on the first feed request.
     feed: Option<FeedSession>,
+    /// A client session's status changes (SET_STATUS, HEARTBEAT with a status).
+    statuses: Bucket,
+    /// A client session's posts.
+    posts: Bucket,
 }
 
 /// Frames only a server sends: a client sending one is broken.
@@ -71,7 +76,16 @@ fn server_only(ty: u8) -> bool {
 
 impl Handler {
     pub fn new(shared: Arc<Shared>, id: u32, outbox: Arc<Outbox>) -> Self {
-        Self { shared, id, outbox, phase: Phase::AwaitHello, watches: HashSet::new(), feed: None }
+        Self {
+            shared,
+            id,
+            outbox,
+            phase: Phase::AwaitHello,
+            watches: HashSet::new(),
+            feed: None,
+            statuses: Bucket::default(),
+            posts: Bucket::default(),
+        }
     }
 
     pub fn awaiting_hello(&self) -> bool {
@@ -125,6 +139,10 @@ impl Handler {
                 let Phase::Client { session, beats, .. } = &mut self.phase else {
                     return self.fail(0, ErrorCode::Forbidden, "HEARTBEAT is for client sessions");
                 };
+                // Skipped whole, state included: the status stays as it was (SPEC.md §4.12).
+                if hb.status.is_some() && !self.statuses.take(self.shared.limits.status_rate(), now_ms) {
+                    return self.fail(0, ErrorCode::RateLimited, "too many status changes");
+                }
                 if let Err(e) = beats.apply(&hb) {
                     return self.fail(0, e.code, e.detail);
                 }
@@ -140,6 +158,11 @@ impl Handler {
             Message::SetStatus { req, session, status, text } => {
                 let target = match (&mut self.phase, session) {
                     (Phase::Client { session, beats, .. }, None) => {
+                        // Gateways act for many users and are trusted (SPEC.md §12.1): only
+                        // client sessions are rate limited.
+                        if !self.statuses.take(self.shared.limits.status_rate(), now_ms) {
+                            return self.fail(req, ErrorCode::RateLimited, "too many status changes");
+                        }
                         beats.status = status;
                         *session
                     }
@@ -178,14 +201,14 @@ impl Handler {
             | Message::Delete { .. }
             | Message::Graph { .. }
             | Message::Timeline { .. }
-            | Message::Live { .. }) => self.feed_request(msg),
+            | Message::Live { .. }) => self.feed_request(msg, now_ms),
             // Server-only types were refused before decoding.
             _ => self.fail(0, ErrorCode::Unexpected, "unexpected frame type"),
         }
     }
 
     /// Hands a feed request to this connection's feed task, in order.
-    fn feed_request(&mut self, msg: Message) -> Flow {
+    fn feed_request(&mut self, msg: Message, now_ms: u64) -> Flow {
         let req = match &msg {
             Message::Publish { req, .. }
             | Message::Delete { req, .. }
@@ -197,6 +220,9 @@ impl Handler {
         let Phase::Client { user, .. } = self.phase else {
             return self.fail(req, ErrorCode::Forbidden, "the feed is for client sessions");
         };
+        if matches!(msg, Message::Publish { .. }) && !self.posts.take(self.shared.limits.post_rate(), now_ms) {
+            return self.fail(req, ErrorCode::RateLimited, "too many posts");
+        }
         let (shared, id, outbox) = (&self.shared, self.id, &self.outbox);
         let session = self.feed.get_or_insert_with(|| FeedSession::start(shared.clone(), user, id, outbox.clone()));
         match session.submit(msg) {

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::net::Refused;
 use crate::protocol::udp::DropReason;
 use crate::protocol::ErrorCode;
 
@@ -84,6 +85,8 @@ pub struct Metrics {
     pub heartbeats_udp: Counter,
     pub heartbeats_batch: Counter,
     pub connections_accepted: Counter,
+    /// Accepted connections closed at once with TOO_MANY_CONNECTIONS, by cap.
+    connections_refused: [Counter; 2],
     /// Presence entries queued to watchers.
     pub watch_events: Counter,
     /// Queued presence entries replaced by a newer one for the same user.
@@ -113,6 +116,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn udp_dropped(&self, reason: DropReason) -> &Counter {
         &self.udp_dropped[reason as usize]
+    }
+
+    pub fn connections_refused(&self, cap: Refused) -> &Counter {
+        &self.connections_refused[cap as usize]
     }
 
     /// ERROR frames written to connections, by code.

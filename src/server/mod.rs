@@ -7,7 +7,8 @@
 //! Tasks: one accept loop; per connection a read loop ([`conn`]) and a
 //! write task; one UDP receive loop per worker ([`udp`]); one ticker that
 //! expires sessions every 100 ms, writes last-seen times to the store every
-//! second and archives cold posts every minute; per connection using the
+//! second (first reopening the store if a write failed, docs/store.md,
+//! "Outages") and archives cold posts every minute; per connection using the
 //! feed, a feed task, and a pool of fanout threads ([`feed`]); the HTTP
 //! admin listener ([`crate::admin`]) and, under systemd, a watchdog pinger
 //! ([`systemd`]). The listening sockets come from systemd when it passes them.
@@ -22,6 +23,7 @@ pub mod handler;
 pub mod metrics;
 pub mod net;
 pub mod outbox;
+pub mod rate;
 pub mod reload;
 pub mod systemd;
 pub mod udp;
@@ -103,6 +105,8 @@ pub struct Shared {
     pub fanout: feed::FanoutQueue,
     pub store: Store,
     pub conns: DashMap<u32, ConnEntry>,
+    /// Connections open now, accepted and not yet closed (HELLO or not), in all and per address.
+    pub admission: Arc<net::Admission>,
     next_conn: AtomicU32,
     pub metrics: Metrics,
     /// 0 when UDP is off.
@@ -265,7 +269,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         presence: Presence::new(presence_config, now_ms()),
         presence_config,
         keyring: reload::Keys::new(secret),
-        limits: reload::Limits::new(&config.limits),
+        limits: reload::Limits::new(&config.limits, net::connection_ceiling()),
         udp_keys,
         feed: crate::feed::Feed::new(config.feed(), config.feed.node),
         committer: crate::store::Committer::start(store.clone()),
@@ -273,6 +277,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         fanout: feed::FanoutQueue::new(),
         store,
         conns: DashMap::new(),
+        admission: Arc::default(),
         next_conn: AtomicU32::new(1),
         metrics: Metrics::default(),
         udp_port: udp.port(),
@@ -311,10 +316,7 @@ async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    shared.metrics.connections_accepted.inc();
-                    tokio::spawn(conn::serve(stream, shared.clone()));
-                }
+                Ok((stream, peer)) => conn::accept(stream, peer, &shared),
                 // Out of descriptors or a connection reset before accept: keep serving.
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -330,6 +332,8 @@ async fn run(
     let _ = ticker.await;
     let mut last_seen = shared.presence.pending_last_seen();
     last_seen.extend(shared.presence.online_last_seen(now_ms()));
+    // A store still down after an outage gets one last chance to take them.
+    recover_store(&shared).await;
     write_last_seen(&shared, last_seen).await;
     // With `os` durability, writes are only in the kernel until this.
     let store = shared.store.clone();
@@ -379,6 +383,7 @@ async fn tick_loop(shared: Arc<Shared>) {
         }
         if flushed.elapsed() >= LAST_SEEN_FLUSH {
             flushed = tokio::time::Instant::now();
+            recover_store(&shared).await;
             write_last_seen(&shared, shared.presence.pending_last_seen()).await;
         }
         if archived.elapsed() >= shared.config.feed.archive_interval {
@@ -389,9 +394,22 @@ async fn tick_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Writes last-seen times; what fails stays pending and is tried again.
+/// After a failed write: reopens the store once its disk takes writes again
+/// (docs/store.md, "Outages"). Tried every [`LAST_SEEN_FLUSH`].
+async fn recover_store(shared: &Arc<Shared>) {
+    if !shared.store.is_down() {
+        return;
+    }
+    let store = shared.store.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.recover()).await {
+        tracing::debug!(error = %e, "store still down");
+    }
+}
+
+/// Writes last-seen times; what fails stays pending and is tried again
+/// (not even tried while the store is down: it would refuse them).
 async fn write_last_seen(shared: &Arc<Shared>, batch: Vec<(u64, u64)>) {
-    if batch.is_empty() {
+    if batch.is_empty() || shared.store.is_down() {
         return;
     }
     let writer = shared.clone();

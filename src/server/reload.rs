@@ -1,5 +1,6 @@
 //! What may change while the daemon runs, and SIGHUP, which changes it: the
-//! token secrets, the log filter and the per-connection limits.
+//! token secrets, the log filter and the limits (connection caps, rates,
+//! per-connection bounds).
 //!
 //! Owns the swappable keyring, the limits read at run time and the diff
 //! between the applied settings and a reloaded file. It must not touch
@@ -7,12 +8,13 @@
 //! for a restart, and is logged as such.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::signal::unix::Signal;
 
+use super::rate::Rate;
 use super::{now_ms, Shared};
 use crate::auth::{AuthError, Claims, Keyring, Secret};
 use crate::config::{Config, ConfigError};
@@ -77,20 +79,51 @@ impl Keys {
 }
 
 /// The limits connections read when they need them, so a reload reaches
-/// new connections (queue bound, handshake) and every WATCH (watch cap).
+/// new connections (queue bound, handshake), every accept (connection caps),
+/// every WATCH (watch cap) and every rate-limited request (rates).
 #[derive(Debug)]
 pub struct Limits {
     max_watch: AtomicUsize,
     outbound_queue: AtomicUsize,
     handshake_timeout_ms: AtomicU64,
+    max_connections: AtomicUsize,
+    max_connections_per_ip: AtomicUsize,
+    status: AtomicRate,
+    post: AtomicRate,
+    /// The most connections the descriptor limit leaves room for; fixed at start.
+    ceiling: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct AtomicRate {
+    interval_us: AtomicU64,
+    burst: AtomicU32,
+}
+
+impl AtomicRate {
+    fn set(&self, rate: Rate) {
+        self.interval_us.store(rate.interval_us, Ordering::Relaxed);
+        self.burst.store(rate.burst, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Rate {
+        Rate { interval_us: self.interval_us.load(Ordering::Relaxed), burst: self.burst.load(Ordering::Relaxed) }
+    }
 }
 
 impl Limits {
-    pub fn new(config: &crate::config::Limits) -> Self {
+    /// `ceiling`: connections the process can hold without running out of
+    /// descriptors (`None`: no limit known); `max_connections` never exceeds it.
+    pub fn new(config: &crate::config::Limits, ceiling: Option<usize>) -> Self {
         let limits = Self {
             max_watch: AtomicUsize::new(0),
             outbound_queue: AtomicUsize::new(0),
             handshake_timeout_ms: AtomicU64::new(0),
+            max_connections: AtomicUsize::new(0),
+            max_connections_per_ip: AtomicUsize::new(0),
+            status: AtomicRate::default(),
+            post: AtomicRate::default(),
+            ceiling,
         };
         limits.set(config);
         limits
@@ -101,6 +134,21 @@ impl Limits {
         self.outbound_queue.store(config.outbound_queue, Ordering::Relaxed);
         let ms = u64::try_from(config.handshake_timeout.as_millis()).unwrap_or(u64::MAX);
         self.handshake_timeout_ms.store(ms, Ordering::Relaxed);
+        let max_connections = match self.ceiling {
+            Some(ceiling) if config.max_connections > ceiling => {
+                tracing::warn!(
+                    configured = config.max_connections,
+                    applied = ceiling,
+                    "limits.max_connections lowered to fit the open-file limit (raise LimitNOFILE for more)"
+                );
+                ceiling
+            }
+            _ => config.max_connections,
+        };
+        self.max_connections.store(max_connections, Ordering::Relaxed);
+        self.max_connections_per_ip.store(config.max_connections_per_ip, Ordering::Relaxed);
+        self.status.set(Rate::per_second(config.status_rate, config.status_burst));
+        self.post.set(Rate::per_second(config.post_rate, config.post_burst));
     }
 
     pub fn max_watch(&self) -> usize {
@@ -114,11 +162,42 @@ impl Limits {
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms.load(Ordering::Relaxed))
     }
+
+    /// Connections open at once, after the descriptor clamp.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections open at once from one address; 0 is no cap.
+    pub fn max_connections_per_ip(&self) -> usize {
+        self.max_connections_per_ip.load(Ordering::Relaxed)
+    }
+
+    /// Status changes of one client session.
+    pub fn status_rate(&self) -> Rate {
+        self.status.get()
+    }
+
+    /// Posts of one client session.
+    pub fn post_rate(&self) -> Rate {
+        self.post.get()
+    }
 }
 
 /// Settings a reload applies; every other difference needs a restart.
-const RELOADABLE: [&str; 5] =
-    ["log", "limits.max_watch", "limits.outbound_queue", "limits.handshake_timeout", "auth.rotation_window"];
+const RELOADABLE: [&str; 11] = [
+    "log",
+    "limits.max_watch",
+    "limits.outbound_queue",
+    "limits.handshake_timeout",
+    "limits.max_connections",
+    "limits.max_connections_per_ip",
+    "limits.status_rate",
+    "limits.status_burst",
+    "limits.post_rate",
+    "limits.post_burst",
+    "auth.rotation_window",
+];
 /// Settings whose values are never logged.
 const SECRET_SETTINGS: [&str; 1] = ["admin.token"];
 
@@ -254,11 +333,18 @@ mod tests {
     #[test]
     fn limits_follow_the_config() {
         let mut config = crate::config::Limits::default();
-        let limits = Limits::new(&config);
+        let limits = Limits::new(&config, Some(5_000));
+        assert_eq!(limits.max_connections(), 5_000, "clamped to the descriptor ceiling");
         config.max_watch = 7;
         config.handshake_timeout = Duration::from_millis(250);
+        config.max_connections = 40;
+        config.post_rate = 4.0;
+        config.post_burst = 3;
         limits.set(&config);
         assert_eq!(limits.max_watch(), 7);
         assert_eq!(limits.handshake_timeout(), Duration::from_millis(250));
+        assert_eq!(limits.max_connections(), 40);
+        assert_eq!(limits.post_rate(), Rate { interval_us: 250_000, burst: 3 });
+        assert_eq!(Limits::new(&config, None).max_connections(), 40);
     }
 }

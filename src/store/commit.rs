@@ -89,8 +89,8 @@ impl Committer {
     /// Queues `post`. The receiver resolves once the batch holding it is
     /// durable and readable (`Ok`), or with that batch's error, which every
     /// post of the batch gets (a clone of one [`StoreError`]; after an I/O
-    /// failure the store is poisoned and later batches fail with
-    /// [`StoreError::Poisoned`] until it is reopened). A closed channel
+    /// failure the store is down and later batches fail with
+    /// [`StoreError::Poisoned`] until [`Store::recover`]). A closed channel
     /// (`RecvError`) means the commit thread died: the post may or may not be
     /// stored, as with a failed write. Does not block beyond a short lock.
     pub fn submit(&self, post: StoredPost) -> oneshot::Receiver<Result<(), StoreError>> {

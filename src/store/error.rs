@@ -22,14 +22,19 @@ pub enum StoreError {
     #[error("store {} is already open elsewhere", .0.display())]
     Locked(PathBuf),
     /// Reading or writing a file failed: disk full, read-only file system,
-    /// quota, or a device error. A failed write also poisons the store.
+    /// quota, or a device error. A failed write also leaves the store down
+    /// until [`super::Store::recover`].
     #[error("store I/O failed: {0}")]
     Io(#[source] Arc<io::Error>),
     /// An earlier write failed, so the engine refuses every write until the
-    /// store is opened again: it cannot tell how much of that write reached
-    /// the journal.
+    /// store is reopened ([`super::Store::recover`]): it cannot tell how much
+    /// of that write reached the journal.
     #[error("store refuses writes after an earlier write failure; it must be reopened")]
     Poisoned,
+    /// The store is being reopened after an outage, or its last reopen
+    /// failed (see [`super::Store::recover`]).
+    #[error("store is closed while it recovers from an outage")]
+    Reopening,
     /// A record does not have the shape its key space stores.
     #[error("store record is corrupt: {0}")]
     Corrupt(String),
@@ -53,7 +58,7 @@ pub enum Outage {
 impl StoreError {
     /// Whether the store is down for a reason that may go away (space is
     /// freed, the disk comes back): callers answer UNAVAILABLE and retry,
-    /// reopening the store first (see docs/store.md, "Outages").
+    /// after [`super::Store::recover`] (see docs/store.md, "Outages").
     pub fn is_unavailable(&self) -> bool {
         self.outage().is_some()
     }
@@ -69,7 +74,7 @@ impl StoreError {
             }),
             // fjall returns the cause once, then only "poisoned": the cause
             // was logged with the first error.
-            Self::Poisoned => Some(Outage::Io),
+            Self::Poisoned | Self::Reopening => Some(Outage::Io),
             Self::CreateDir { .. } | Self::Locked(_) | Self::Corrupt(_) | Self::Engine(_) => None,
         }
     }

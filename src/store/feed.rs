@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, UserValue};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, Readable, UserValue};
 
 use super::error::from_engine;
-use super::{Store, StoreError};
+use super::{Engine, Store, StoreError};
 
 #[cfg(test)]
 #[path = "feed_tests.rs"]
@@ -113,44 +113,63 @@ impl Store {
     /// readable. Post ids must be unique: a second post with an id already
     /// stored leaves the first one's record unreachable by id.
     pub fn put_posts(&self, posts: &[StoredPost]) -> Result<(), StoreError> {
-        let mut write = self.db.batch().durability(Some(self.persist_mode()));
-        for post in posts {
-            write.insert(&self.feed.posts, pair_key(post.author, post.id), encode_post(post));
-            write.insert(&self.feed.post_author, post.id.to_be_bytes(), post.author.to_be_bytes());
-        }
-        write.commit().map_err(from_engine)
+        self.with(|engine| {
+            let mut write = self.batch(engine);
+            for post in posts {
+                write.insert(&engine.feed.posts, pair_key(post.author, post.id), encode_post(post));
+                write.insert(&engine.feed.post_author, post.id.to_be_bytes(), post.author.to_be_bytes());
+            }
+            self.commit(write, || {
+                let keys: Vec<(u64, u64)> = posts.iter().map(|p| (p.author, p.id)).collect();
+                Some(Box::new(move |engine: &Engine, undo: &mut OwnedWriteBatch| {
+                    for &(author, id) in &keys {
+                        undo.remove(&engine.feed.posts, pair_key(author, id));
+                        undo.remove(&engine.feed.post_author, id.to_be_bytes());
+                    }
+                }))
+            })
+        })
     }
 
     /// Removes post `id` of `author` and its index entry, durably; `Ok(false)`
     /// if `author` has no such post (never written, already deleted, or
     /// written by someone else).
     pub fn delete_post(&self, author: u64, id: u64) -> Result<bool, StoreError> {
-        let _guard = self.feed.read_then_write.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = pair_key(author, id);
-        if !self.db.snapshot().contains_key(&self.feed.posts, key).map_err(from_engine)? {
-            return Ok(false);
-        }
-        let mut write = self.db.batch().durability(Some(self.persist_mode()));
-        write.remove(&self.feed.posts, key);
-        write.remove(&self.feed.post_author, id.to_be_bytes());
-        write.commit().map_err(from_engine)?;
-        Ok(true)
+        self.with(|engine| {
+            let _guard = engine.feed.read_then_write.lock().unwrap_or_else(PoisonError::into_inner);
+            let key = pair_key(author, id);
+            let Some(record) = engine.db.snapshot().get(&engine.feed.posts, key).map_err(from_engine)? else {
+                return Ok(false);
+            };
+            let mut write = self.batch(engine);
+            write.remove(&engine.feed.posts, key);
+            write.remove(&engine.feed.post_author, id.to_be_bytes());
+            self.commit(write, || {
+                Some(Box::new(move |engine: &Engine, undo: &mut OwnedWriteBatch| {
+                    undo.insert(&engine.feed.posts, key, record.clone());
+                    undo.insert(&engine.feed.post_author, id.to_be_bytes(), author.to_be_bytes());
+                }))
+            })?;
+            Ok(true)
+        })
     }
 
     /// The post with this id, `None` if there is none.
     pub fn post(&self, id: u64) -> Result<Option<StoredPost>, StoreError> {
-        // Both reads through one snapshot: a post and its index entry are
-        // written and removed together, so it sees both or neither.
-        let snapshot = self.db.snapshot();
-        let Some(value) = snapshot.get(&self.feed.post_author, id.to_be_bytes()).map_err(from_engine)? else {
-            return Ok(None);
-        };
-        let author = decode_u64(&value).ok_or_else(|| corrupt("author of a post", &value))?;
-        let key = pair_key(author, id);
-        match snapshot.get(&self.feed.posts, key).map_err(from_engine)? {
-            Some(record) => decode_post(&key, &record).map(Some),
-            None => Err(StoreError::Corrupt(format!("post {id} is indexed under author {author} but not stored"))),
-        }
+        self.with(|engine| {
+            // Both reads through one snapshot: a post and its index entry are
+            // written and removed together, so it sees both or neither.
+            let snapshot = engine.db.snapshot();
+            let Some(value) = snapshot.get(&engine.feed.post_author, id.to_be_bytes()).map_err(from_engine)? else {
+                return Ok(None);
+            };
+            let author = decode_u64(&value).ok_or_else(|| corrupt("author of a post", &value))?;
+            let key = pair_key(author, id);
+            match snapshot.get(&engine.feed.posts, key).map_err(from_engine)? {
+                Some(record) => decode_post(&key, &record).map(Some),
+                None => Err(StoreError::Corrupt(format!("post {id} is indexed under author {author} but not stored"))),
+            }
+        })
     }
 
     /// Posts of `author` with `after < id < before` (`None`: unbounded), at
@@ -168,12 +187,14 @@ impl Store {
         let Some((low, high)) = id_range(after, before) else {
             return Ok(Vec::new());
         };
-        let snapshot = self.db.snapshot();
-        let range = snapshot.range(&self.feed.posts, pair_key(author, low)..=pair_key(author, high));
-        match order {
-            Order::NewestFirst => range.rev().take(limit).map(read_post).collect(),
-            Order::OldestFirst => range.take(limit).map(read_post).collect(),
-        }
+        self.with(|engine| {
+            let snapshot = engine.db.snapshot();
+            let range = snapshot.range(&engine.feed.posts, pair_key(author, low)..=pair_key(author, high));
+            match order {
+                Order::NewestFirst => range.rev().take(limit).map(read_post).collect(),
+                Order::OldestFirst => range.take(limit).map(read_post).collect(),
+            }
+        })
     }
 
     /// Adds (`present`) or removes the edge `from` → `to`, with its reverse
@@ -188,45 +209,67 @@ impl Store {
     /// Several edge changes in one atomic, durable batch (a block and the two
     /// unfollows it implies): after a crash, all of them or none.
     pub fn set_edges(&self, changes: &[(Edge, u64, u64, bool)]) -> Result<(), StoreError> {
-        let _guard = self.feed.read_then_write.lock().unwrap_or_else(PoisonError::into_inner);
-        let snapshot = self.db.snapshot();
-        let mut write = self.db.batch().durability(Some(self.persist_mode()));
-        let since = unix_ms().to_be_bytes();
-        let mut changed = false;
-        for &(edge, from, to, present) in changes {
-            let (forward, reverse) = self.feed.edge(edge);
-            if snapshot.contains_key(forward, pair_key(from, to)).map_err(from_engine)? == present {
-                continue;
+        self.with(|engine| {
+            let _guard = engine.feed.read_then_write.lock().unwrap_or_else(PoisonError::into_inner);
+            let snapshot = engine.db.snapshot();
+            let mut write = self.batch(engine);
+            let since = unix_ms().to_be_bytes();
+            // What each changed edge was before: its `since` if it existed.
+            let mut before: Vec<(Edge, u64, u64, Option<UserValue>)> = Vec::new();
+            for &(edge, from, to, present) in changes {
+                let (forward, reverse) = engine.feed.edge(edge);
+                let old = snapshot.get(forward, pair_key(from, to)).map_err(from_engine)?;
+                if old.is_some() == present {
+                    continue;
+                }
+                before.push((edge, from, to, old));
+                if present {
+                    write.insert(forward, pair_key(from, to), since);
+                    write.insert(reverse, pair_key(to, from), since);
+                } else {
+                    write.remove(forward, pair_key(from, to));
+                    write.remove(reverse, pair_key(to, from));
+                }
             }
-            changed = true;
-            if present {
-                write.insert(forward, pair_key(from, to), since);
-                write.insert(reverse, pair_key(to, from), since);
-            } else {
-                write.remove(forward, pair_key(from, to));
-                write.remove(reverse, pair_key(to, from));
+            if before.is_empty() {
+                return Ok(());
             }
-        }
-        if !changed {
-            return Ok(());
-        }
-        write.commit().map_err(from_engine)
+            self.commit(write, || {
+                Some(Box::new(move |engine: &Engine, undo: &mut OwnedWriteBatch| {
+                    for (edge, from, to, old) in &before {
+                        let (forward, reverse) = engine.feed.edge(*edge);
+                        match old {
+                            Some(since) => {
+                                undo.insert(forward, pair_key(*from, *to), since.clone());
+                                undo.insert(reverse, pair_key(*to, *from), since.clone());
+                            }
+                            None => {
+                                undo.remove(forward, pair_key(*from, *to));
+                                undo.remove(reverse, pair_key(*to, *from));
+                            }
+                        }
+                    }
+                }))
+            })
+        })
     }
 
     /// Calls `f(edge, from, to)` for every edge, follows first, each kind in
     /// order of `from` then `to`, as of one moment (edges set while it runs
     /// are not seen). For rebuilding the in-memory graph at start.
     pub fn for_each_edge(&self, mut f: impl FnMut(Edge, u64, u64)) -> Result<(), StoreError> {
-        let snapshot = self.db.snapshot();
-        for (edge, keyspace) in [(Edge::Follow, &self.feed.follows), (Edge::Block, &self.feed.blocks)] {
-            for entry in snapshot.iter(keyspace) {
-                // Only the key: the value (since) is not needed to rebuild.
-                let key = entry.key().map_err(from_engine)?;
-                let (from, to) = split_pair_key(&key).ok_or_else(|| corrupt("edge key", &key))?;
-                f(edge, from, to);
+        self.with(|engine| {
+            let snapshot = engine.db.snapshot();
+            for (edge, keyspace) in [(Edge::Follow, &engine.feed.follows), (Edge::Block, &engine.feed.blocks)] {
+                for entry in snapshot.iter(keyspace) {
+                    // Only the key: the value (since) is not needed to rebuild.
+                    let key = entry.key().map_err(from_engine)?;
+                    let (from, to) = split_pair_key(&key).ok_or_else(|| corrupt("edge key", &key))?;
+                    f(edge, from, to);
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Calls `f` with the newest `per_author` posts of every author, as of
@@ -237,37 +280,39 @@ impl Store {
         if per_author == 0 {
             return Ok(());
         }
-        let snapshot = self.db.snapshot();
-        // One reverse scan, restarted below an author once their newest
-        // posts are taken, so that prolific authors' old posts are skipped
-        // rather than read.
-        let mut below: Option<[u8; 16]> = None;
-        loop {
-            let scan = match below {
-                None => snapshot.iter(&self.feed.posts),
-                Some(key) => snapshot.range(&self.feed.posts, ..key),
-            };
-            let mut author = None;
-            let mut taken = 0;
-            below = None;
-            for entry in scan.rev() {
-                let (key, record) = entry.into_inner().map_err(from_engine)?;
-                let (post_author, _) = split_pair_key(&key).ok_or_else(|| corrupt("post key", &key))?;
-                if author != Some(post_author) {
-                    author = Some(post_author);
-                    taken = 0;
+        self.with(|engine| {
+            let snapshot = engine.db.snapshot();
+            // One reverse scan, restarted below an author once their newest
+            // posts are taken, so that prolific authors' old posts are skipped
+            // rather than read.
+            let mut below: Option<[u8; 16]> = None;
+            loop {
+                let scan = match below {
+                    None => snapshot.iter(&engine.feed.posts),
+                    Some(key) => snapshot.range(&engine.feed.posts, ..key),
+                };
+                let mut author = None;
+                let mut taken = 0;
+                below = None;
+                for entry in scan.rev() {
+                    let (key, record) = entry.into_inner().map_err(from_engine)?;
+                    let (post_author, _) = split_pair_key(&key).ok_or_else(|| corrupt("post key", &key))?;
+                    if author != Some(post_author) {
+                        author = Some(post_author);
+                        taken = 0;
+                    }
+                    if taken == per_author {
+                        below = Some(pair_key(post_author, 0));
+                        break;
+                    }
+                    taken += 1;
+                    f(decode_post(&key, &record)?);
                 }
-                if taken == per_author {
-                    below = Some(pair_key(post_author, 0));
-                    break;
+                if below.is_none() {
+                    return Ok(());
                 }
-                taken += 1;
-                f(decode_post(&key, &record)?);
             }
-            if below.is_none() {
-                return Ok(());
-            }
-        }
+        })
     }
 }
 

@@ -86,8 +86,15 @@ impl Daemon {
     }
 
     pub async fn connect(&self) -> Client {
-        let stream = TcpStream::connect(self.running.tcp).await.unwrap();
-        Client { framed: Framed::new(stream, MessageCodec::default()), next_req: 1, welcome: None }
+        Client::new(TcpStream::connect(self.running.tcp).await.unwrap())
+    }
+
+    /// A connection from `source` (any 127.x.y.z works on loopback), for
+    /// tests that tell peers apart by address.
+    pub async fn connect_from(&self, source: std::net::Ipv4Addr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        Client::new(socket.connect(self.running.tcp).await.unwrap())
     }
 
     /// A client session of `user`, past WELCOME.
@@ -108,11 +115,7 @@ impl Daemon {
 
     pub async fn hello(&self, role: Role, token: Bytes, want_udp: bool, resume: u64) -> Client {
         let mut client = self.connect().await;
-        client.send(hello(role, token, want_udp, resume)).await;
-        match client.recv().await {
-            Message::Welcome(w) => client.welcome = Some(w),
-            other => panic!("expected WELCOME, got {other:?}"),
-        }
+        client.handshake(hello(role, token, want_udp, resume)).await;
         client
     }
 }
@@ -128,6 +131,19 @@ pub struct Client {
 }
 
 impl Client {
+    pub fn new(stream: TcpStream) -> Self {
+        Client { framed: Framed::new(stream, MessageCodec::default()), next_req: 1, welcome: None }
+    }
+
+    /// Sends `hello` and waits for WELCOME.
+    pub async fn handshake(&mut self, hello: Message) {
+        self.send(hello).await;
+        match self.recv().await {
+            Message::Welcome(w) => self.welcome = Some(w),
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+
     pub fn session(&self) -> u64 {
         self.welcome.as_ref().unwrap().session
     }
