@@ -83,6 +83,44 @@ enum Mode {
     Tcp,
 }
 
+/// The flags both scenarios take alike (their place in `--help` is where
+/// each scenario flattens them).
+#[derive(clap::Args)]
+struct Common {
+    /// The daemon's data dir: its `secret` signs the loadgen's tokens.
+    #[arg(long, default_value = "heartline-data")]
+    data_dir: PathBuf,
+    /// Sample this process's CPU and RSS from /proc (the daemon, or redis-server).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// `heartline`, or `redis://HOST:PORT` for the same workload against Redis.
+    #[arg(long, default_value = "heartline")]
+    target: String,
+}
+
+impl Common {
+    /// The Redis address of `--target redis://HOST:PORT`, or `None` for heartline.
+    fn redis(&self) -> Result<Option<String>> {
+        if let Some(url) = self.target.strip_prefix("redis://") {
+            Ok(Some(url.trim_end_matches('/').to_owned()))
+        } else if self.target == "heartline" {
+            Ok(None)
+        } else {
+            bail!("--target must be heartline or redis://HOST:PORT, not {}", self.target)
+        }
+    }
+
+    /// The daemon's secret from `--data-dir`, to sign the loadgen's tokens with.
+    fn keyring(&self) -> Result<Keyring> {
+        let path = self.data_dir.join("secret");
+        let secret = Secret::load(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Keyring { current: secret, previous: None })
+    }
+}
+
 #[derive(clap::Args)]
 struct Presence {
     /// The daemon's TCP address.
@@ -99,18 +137,8 @@ struct Presence {
     duration: Duration,
     #[arg(long, value_enum, default_value_t = Mode::Gateway)]
     mode: Mode,
-    /// The daemon's data dir: its `secret` signs the loadgen's tokens.
-    #[arg(long, default_value = "heartline-data")]
-    data_dir: PathBuf,
-    /// Sample this process's CPU and RSS from /proc (the daemon, or redis-server).
-    #[arg(long)]
-    server_pid: Option<u32>,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// `heartline`, or `redis://HOST:PORT` for the same workload against Redis.
-    #[arg(long, default_value = "heartline")]
-    target: String,
+    #[command(flatten)]
+    common: Common,
     /// Share of clients that watch friends (watcher connections are capped at 256).
     #[arg(long, default_value_t = 0.0001)]
     watchers: f64,
@@ -159,7 +187,7 @@ fn main() -> Result<()> {
     if a.clients == 0 || a.gateways == 0 || a.interval.is_zero() {
         bail!("--clients, --gateways and --interval must be positive");
     }
-    if a.churn_per_s < 0.0 || a.churn_per_s > 0.0 && (a.mode == Mode::Udp || a.target != "heartline") {
+    if a.churn_per_s < 0.0 || a.churn_per_s > 0.0 && (a.mode == Mode::Udp || a.common.target != "heartline") {
         bail!("--churn-per-s is for gateway and tcp modes against heartline, and not negative");
     }
     if a.udp_batches && a.mode != Mode::Gateway {
@@ -167,23 +195,21 @@ fn main() -> Result<()> {
     }
     let timeline = Arc::new(report::Timeline::new(Instant::now()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = if let Some(url) = a.target.strip_prefix("redis://") {
+    let report = if let Some(addr) = a.common.redis()? {
         let params = redis::Params {
-            addr: url.trim_end_matches('/').to_owned(),
+            addr,
             clients: a.clients,
             interval: a.interval,
             duration: a.duration,
             conns: a.gateways,
             queries_per_s: a.status_changes_per_s,
             friends: a.friends.max(1),
-            server_pid: a.server_pid,
+            server_pid: a.common.server_pid,
             seed: a.seed,
         };
         runtime.block_on(redis::run(params))?
-    } else if a.target == "heartline" {
-        let secret_path = a.data_dir.join("secret");
-        let secret = Secret::load(&secret_path).with_context(|| format!("reading {}", secret_path.display()))?;
-        let keyring = Keyring { current: secret, previous: None };
+    } else {
+        let keyring = a.common.keyring()?;
         if a.mode != Mode::Gateway {
             let params = tcp::Params {
                 addr: a.addr,
@@ -192,7 +218,7 @@ fn main() -> Result<()> {
                 duration: a.duration,
                 keyring,
                 user_base: a.user_base,
-                server_pid: a.server_pid,
+                server_pid: a.common.server_pid,
                 churn_per_s: a.churn_per_s,
                 handshakes: a.handshakes,
                 timeline: timeline.clone(),
@@ -214,7 +240,7 @@ fn main() -> Result<()> {
                 status_changes_per_s: a.status_changes_per_s,
                 keyring,
                 user_base: a.user_base,
-                server_pid: a.server_pid,
+                server_pid: a.common.server_pid,
                 seed: a.seed,
                 churn_per_s: a.churn_per_s,
                 udp_batches: a.udp_batches,
@@ -223,14 +249,12 @@ fn main() -> Result<()> {
             };
             runtime.block_on(gateway::run(params))?
         }
-    } else {
-        bail!("--target must be heartline or redis://HOST:PORT, not {}", a.target);
     };
     if let Some(path) = &a.plot {
         let title = format!("{} {}, {} clients", report.scenario, report.mode, report.clients);
         plot::write(path, &title, &timeline.rows()).with_context(|| format!("writing {}", path.display()))?;
     }
-    emit(&report, Some(&timeline), a.json)
+    emit(&report, Some(&timeline), a.common.json)
 }
 
 /// Prints the table, and writes the JSON report (with the timeline, when

@@ -4,6 +4,7 @@
 //! those the kernel dropped before the daemon read them. Sampled before and
 //! after the run; the differences go into the report's `extra`. It only
 //! reads: a daemon whose admin port does not answer just leaves them out.
+//! [`metrics`] is also how the feed scenario reads the daemon's fanout lag.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,7 +58,8 @@ fn parse(text: &str) -> Daemon {
     d
 }
 
-async fn fetch(admin: SocketAddr) -> Result<Daemon> {
+/// The body of the daemon's `/metrics` from its admin listener at `admin`.
+pub async fn metrics(admin: SocketAddr) -> Result<String> {
     let get = async {
         let mut stream = TcpStream::connect(admin).await?;
         stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
@@ -71,7 +73,11 @@ async fn fetch(admin: SocketAddr) -> Result<Daemon> {
     if !head.lines().next().is_some_and(|status| status.contains(" 200 ")) {
         bail!("/metrics answered {:?}", head.lines().next().unwrap_or_default());
     }
-    Ok(parse(body))
+    Ok(body.to_owned())
+}
+
+async fn fetch(admin: SocketAddr) -> Result<Daemon> {
+    Ok(parse(&metrics(admin).await?))
 }
 
 /// Counters taken before the run, to subtract at the end.

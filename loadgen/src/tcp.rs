@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{Encoder, Framed, FramedRead};
 
 use crate::gateway::token;
-use crate::procstat::sample_of as sample;
+use crate::procstat::{sample_of as sample, Sample};
 use crate::progress;
 use crate::report::{Op, Report, Server, Timeline};
 
@@ -50,33 +50,51 @@ pub struct Params {
     pub timeline: Arc<Timeline>,
 }
 
+/// What the clients of a tcp- or udp-mode run count as they go.
 #[derive(Default)]
-struct Counters {
-    heartbeats: AtomicU64,
-    bytes: AtomicU64,
-    errors: AtomicU64,
+pub struct Counters {
+    pub heartbeats: AtomicU64,
+    /// Wire bytes of those heartbeats.
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Counters {
+    /// Counts an error, printing the first ten.
+    pub fn error(&self, what: impl std::fmt::Display) {
+        if self.errors.fetch_add(1, Relaxed) < 10 {
+            eprintln!("error: {what}");
+        }
+    }
 }
 
 /// A client connection past WELCOME.
 pub type ClientConn = Framed<TcpStream, MessageCodec>;
 
-/// Connects client `i` (user `user_base + i`) and waits for its WELCOME.
-async fn connect(p: &Params, i: u64, want_udp: bool) -> Result<(ClientConn, Welcome)> {
+/// Connects as client `user` (HELLO with its token, asking for UDP
+/// credentials if `want_udp`) and waits for its WELCOME. On loopback the
+/// source address is 127.0.0.1–127.0.0.254 by `source`: a million
+/// connections run out of neither ephemeral ports nor the daemon's per-IP cap.
+pub async fn connect(
+    addr: SocketAddr,
+    keyring: &Keyring,
+    user: u64,
+    source: u64,
+    want_udp: bool,
+) -> Result<(ClientConn, Welcome)> {
     let socket = TcpSocket::new_v4()?;
-    if p.addr.ip().is_loopback() {
-        // One source address per 254 clients keeps the daemon's per-IP cap and the ephemeral ports out of the way.
-        let source = Ipv4Addr::new(127, 0, 0, 1 + (i % 254) as u8);
-        socket.bind(SocketAddr::new(source.into(), 0))?;
+    if addr.ip().is_loopback() {
+        socket.bind(SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1 + (source % 254) as u8).into(), 0))?;
     }
-    let stream = socket.connect(p.addr).await.with_context(|| format!("connecting to {}", p.addr))?;
+    let stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
     let mut framed = Framed::new(stream, MessageCodec::default());
-    let token = token(&p.keyring, Subject::User(p.user_base + i));
+    let token = token(keyring, Subject::User(user));
     let hello = Hello { version: VERSION, role: Role::Client, device: Device::Desktop, want_udp, resume: 0, token };
     futures_util::SinkExt::send(&mut framed, &Message::Hello(hello)).await?;
     match framed.next().await {
         Some(Ok(Message::Welcome(welcome))) => Ok((framed, welcome)),
-        other => bail!("expected WELCOME, got {other:?}"),
+        other => bail!("user {user}: expected WELCOME, got {other:?}"),
     }
 }
 
@@ -99,7 +117,7 @@ pub async fn connect_all(p: &Arc<Params>, want_udp: bool) -> Result<(Vec<(Client
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
             let sent = Instant::now();
-            let conn = connect(&p, i, want_udp).await?;
+            let conn = connect(p.addr, &p.keyring, p.user_base + i, i, want_udp).await?;
             p.timeline.latency("connect_auth", sent.elapsed().as_micros() as u64);
             done.fetch_add(1, Relaxed);
             Ok::<_, anyhow::Error>(conn)
@@ -167,7 +185,7 @@ async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase
                     let _ = bye(&mut write).await;
                     p.timeline.count("churn_close", 1);
                     let sent = Instant::now();
-                    match connect(&p, i, false).await {
+                    match connect(p.addr, &p.keyring, p.user_base + i, i, false).await {
                         Ok((conn, _)) => (incoming, write) = split(conn),
                         Err(_) => {
                             counters.errors.fetch_add(1, Relaxed);
@@ -226,33 +244,48 @@ pub async fn run(p: Params) -> Result<Report> {
     }
     drop(shown);
     let elapsed = start.elapsed().as_secs_f64().min(p.duration.as_secs_f64());
-    let end_sample = sample(p.server_pid)?;
+    let samples = [before, after_ramp, sample(p.server_pid)?];
+    let mut report = report(&p, "tcp", &plan.counters, ramp_s, elapsed, samples);
+    if p.churn_per_s > 0.0 {
+        report.ops.insert("churn_close", p.timeline.op("churn_close"));
+        report.ops.insert("churn_connect", p.timeline.op("churn_connect"));
+    }
+    Ok(report)
+}
 
-    let counters = &plan.counters;
+/// The report of a tcp- or udp-mode run of `elapsed_s` seconds, after a
+/// ramp-up of `ramp_s`: `heartbeat` and `connect_auth`, the ramp's rate, and
+/// the server's figures (`samples`: before the ramp, after it, at the end)
+/// per heartbeat and per client. The mode adds its own ops and `extra`.
+pub fn report(
+    p: &Params,
+    mode: &str,
+    counters: &Counters,
+    ramp_s: f64,
+    elapsed_s: f64,
+    samples: [Option<Sample>; 3],
+) -> Report {
     let heartbeats = counters.heartbeats.load(Relaxed);
     let mut ops = BTreeMap::new();
     ops.insert("heartbeat", Op::counted(heartbeats));
     ops.insert("connect_auth", p.timeline.op("connect_auth"));
-    if p.churn_per_s > 0.0 {
-        ops.insert("churn_close", p.timeline.op("churn_close"));
-        ops.insert("churn_connect", p.timeline.op("churn_connect"));
-    }
     let mut extra = BTreeMap::new();
     extra.insert("ramp_s", ramp_s);
     extra.insert("connect_auth_per_s", p.clients as f64 / ramp_s);
-    extra.insert("heartbeats_target_per_s", heartbeats_per_s);
-    let server = Server::from_samples(before, after_ramp, end_sample, heartbeats, p.clients, &mut extra);
+    extra.insert("heartbeats_target_per_s", p.clients as f64 / p.interval.as_secs_f64());
+    let [before, after_ramp, end] = samples;
+    let server = Server::from_samples(before, after_ramp, end, heartbeats, p.clients, &mut extra);
     let bytes = counters.bytes.load(Relaxed);
-    Ok(Report {
+    Report {
         scenario: "presence",
         target: "heartline".into(),
-        mode: "tcp".into(),
+        mode: mode.into(),
         clients: p.clients,
-        duration_s: elapsed,
+        duration_s: elapsed_s,
         ops,
         wire_bytes_per_heartbeat: if heartbeats > 0 { bytes as f64 / heartbeats as f64 } else { 0.0 },
         server,
         errors: counters.errors.load(Relaxed),
         extra,
-    })
+    }
 }

@@ -16,10 +16,9 @@
 //! datagrams of a [`TICK`] in one burst. The datagrams are never answered:
 //! what the daemon made of them comes from its /metrics ([`crate::scrape`]).
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,9 +34,9 @@ use tokio::time::Instant;
 
 use crate::procstat::sample_of as sample;
 use crate::progress;
-use crate::report::{Op, Report, Server};
+use crate::report::Report;
 use crate::scrape::UdpWatch;
-use crate::tcp::{self, ends_client};
+use crate::tcp::{self, ends_client, Counters};
 
 /// Sending sockets in udp mode: several source ports, so the daemon's
 /// SO_REUSEPORT sockets (one per worker) all get a share.
@@ -164,21 +163,6 @@ pub struct Params {
     pub admin: SocketAddr,
 }
 
-#[derive(Default)]
-struct Counters {
-    heartbeats: AtomicU64,
-    bytes: AtomicU64,
-    errors: AtomicU64,
-}
-
-impl Counters {
-    fn error(&self, what: impl std::fmt::Display) {
-        if self.errors.fetch_add(1, Relaxed) < 10 {
-            eprintln!("error: {what}");
-        }
-    }
-}
-
 /// A client as a sending socket sees it.
 struct Client {
     session: u64,
@@ -291,35 +275,15 @@ pub async fn run(p: Params) -> Result<Report> {
     }
     drop(shown);
     let elapsed = start.elapsed().as_secs_f64().min(p.duration.as_secs_f64());
-    let end_sample = sample(p.server_pid)?;
+    let samples = [before, after_ramp, sample(p.server_pid)?];
     for task in holding {
         task.await?;
     }
 
-    let heartbeats = counters.heartbeats.load(Relaxed);
-    let mut ops = BTreeMap::new();
-    ops.insert("heartbeat", Op::counted(heartbeats));
-    ops.insert("connect_auth", p.timeline.op("connect_auth"));
-    let mut extra = BTreeMap::new();
-    extra.insert("ramp_s", ramp_s);
-    extra.insert("connect_auth_per_s", p.clients as f64 / ramp_s);
-    extra.insert("heartbeats_target_per_s", p.clients as f64 / p.interval.as_secs_f64());
-    extra.insert("udp_sockets", SOCKETS as f64);
-    watch.finish(&mut extra).await;
-    let server = Server::from_samples(before, after_ramp, end_sample, heartbeats, p.clients, &mut extra);
-    let bytes = counters.bytes.load(Relaxed);
-    Ok(Report {
-        scenario: "presence",
-        target: "heartline".into(),
-        mode: "udp".into(),
-        clients: p.clients,
-        duration_s: elapsed,
-        ops,
-        wire_bytes_per_heartbeat: if heartbeats > 0 { bytes as f64 / heartbeats as f64 } else { 0.0 },
-        server,
-        errors: counters.errors.load(Relaxed),
-        extra,
-    })
+    let mut report = tcp::report(&p, "udp", &counters, ramp_s, elapsed, samples);
+    report.extra.insert("udp_sockets", SOCKETS as f64);
+    watch.finish(&mut report.extra).await;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -6,8 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{loadgen, loadgen_async};
-use heartline::config::Config;
+use common::{config, daemon, loadgen, loadgen_async};
 use heartline::feed::Strategy;
 use heartline::store::Durability;
 
@@ -41,21 +40,15 @@ fn check_ops(report: &serde_json::Value) {
 
 async fn run_against_daemon(strategy: Strategy, label: &str) -> (serde_json::Value, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        udp: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = config(dir.path());
     config.feed.strategy = strategy;
     // Tens of thousands of follows, each its own write: fsync would make this test slow.
     config.store.durability = Durability::Os;
-    let running = heartline::server::start(config.clone()).await.unwrap();
-    let (addr, admin) = (running.tcp.to_string(), running.admin.to_string());
+    let (running, addr, data_dir) = daemon(config).await;
+    let admin = running.admin.to_string();
     let pid = std::process::id().to_string();
-    let data_dir = config.data_dir.to_str().unwrap();
-    let extra = ["--addr", &addr, "--admin", &admin, "--data-dir", data_dir, "--strategy", label, "--server-pid", &pid];
+    let extra =
+        ["--addr", &addr, "--admin", &admin, "--data-dir", &data_dir, "--strategy", label, "--server-pid", &pid];
     let report = loadgen_async(args(&extra), dir.path().join("report.json")).await;
     // The first celebrity (user 1) is followed by about 95% of the users.
     let celebrity = running.shared.feed.graph.follower_count(1);

@@ -1,68 +1,39 @@
 //! Runs the loadgen binary with small N against a real daemon started in
 //! this process (and, when asked, against a local Redis).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-use heartline::config::Config;
+use std::path::Path;
 
-fn loadgen(args: &[&str], json: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_heartline-loadgen"))
-        .args(args)
-        .arg("--json")
-        .arg(json)
-        .output()
-        .expect("runs the loadgen");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "loadgen failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    eprintln!("{stdout}");
-    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+use common::{config, daemon, loadgen, loadgen_async};
+
+/// Runs the loadgen against a fresh daemon with `args` after the daemon's
+/// addresses; returns the JSON report.
+async fn against_daemon(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let (running, addr, data_dir) = daemon(config(dir)).await;
+    let admin = running.admin.to_string();
+    let mut all = vec!["presence", "--addr", &addr, "--data-dir", &data_dir, "--admin", &admin];
+    all.extend_from_slice(args);
+    let report = loadgen_async(all.into_iter().map(str::to_owned).collect(), dir.join("report.json")).await;
+    running.shutdown().await;
+    report
 }
 
-async fn daemon(dir: &Path) -> (heartline::server::Running, String, String) {
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        udp: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.join("data"),
-        ..Config::default()
-    };
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    let running = heartline::server::start(config.clone()).await.unwrap();
-    let addr = running.tcp.to_string();
-    (running, addr, config.data_dir.to_str().unwrap().to_owned())
-}
-
-async fn loadgen_async(args: Vec<String>, json: PathBuf) -> serde_json::Value {
-    tokio::task::spawn_blocking(move || loadgen(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>(), &json))
-        .await
-        .unwrap()
+/// 2,000 clients heartbeating every 500 ms for 2 s, 0.2% of them watching 20
+/// friends each, 50 status changes a second; then `more`.
+fn watching<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--clients", "2000", "--interval", "500ms", "--duration", "2s"];
+    args.extend_from_slice(&["--watchers", "0.002", "--friends", "20", "--status-changes-per-s", "50"]);
+    args.extend_from_slice(more);
+    args
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_mode_connects_authenticates_and_heartbeats() {
     let dir = tempfile::tempdir().unwrap();
-    let (running, addr, data_dir) = daemon(dir.path()).await;
     let pid = std::process::id().to_string();
-    let args = [
-        "presence",
-        "--addr",
-        &addr,
-        "--data-dir",
-        &data_dir,
-        "--mode",
-        "tcp",
-        "--clients",
-        "500",
-        "--interval",
-        "500ms",
-        "--duration",
-        "2s",
-        "--server-pid",
-        &pid,
-    ];
-    let report = loadgen_async(args.iter().map(|s| s.to_string()).collect(), dir.path().join("report.json")).await;
-    running.shutdown().await;
+    let args = ["--mode", "tcp", "--clients", "500", "--interval", "500ms", "--duration", "2s", "--server-pid", &pid];
+    let report = against_daemon(dir.path(), &args).await;
     assert_eq!(report["errors"], 0, "{report:#}");
     assert_eq!(report["ops"]["connect_auth"]["count"], 500, "{report:#}");
     let count = report["ops"]["heartbeat"]["count"].as_u64().unwrap();
@@ -73,40 +44,8 @@ async fn tcp_mode_connects_authenticates_and_heartbeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_mode_heartbeats_and_notifies_without_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let (running, addr, data_dir) = daemon(dir.path()).await;
-    let json = dir.path().join("report.json");
     let pid = std::process::id().to_string();
-    let args = [
-        "presence",
-        "--addr",
-        &addr,
-        "--data-dir",
-        &data_dir,
-        "--mode",
-        "gateway",
-        "--clients",
-        "2000",
-        "--interval",
-        "500ms",
-        "--duration",
-        "2s",
-        "--watchers",
-        "0.002",
-        "--friends",
-        "20",
-        "--status-changes-per-s",
-        "50",
-        "--server-pid",
-        &pid,
-    ];
-    let report = {
-        let json = json.clone();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || loadgen(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>(), &json))
-            .await
-            .unwrap()
-    };
-    running.shutdown().await;
+    let report = against_daemon(dir.path(), &watching(&["--mode", "gateway", "--server-pid", &pid])).await;
 
     assert_eq!(report["scenario"], "presence");
     assert_eq!(report["target"], "heartline");
@@ -126,21 +65,6 @@ async fn gateway_mode_heartbeats_and_notifies_without_errors() {
     for key in ["cpu_s", "rss_bytes", "cpu_us_per_op", "rss_bytes_per_session"] {
         assert!(report["server"][key].as_f64().is_some(), "{key}: {report:#}");
     }
-}
-
-/// Runs the loadgen against a fresh daemon with `args` after the daemon's
-/// addresses; returns the JSON report.
-async fn against_daemon(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let (running, addr, data_dir) = daemon(dir).await;
-    let admin = running.admin.to_string();
-    let mut all: Vec<String> = ["presence", "--addr", &addr, "--data-dir", &data_dir, "--admin", &admin]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    all.extend(args.iter().map(|s| s.to_string()));
-    let report = loadgen_async(all, dir.join("report.json")).await;
-    running.shutdown().await;
-    report
 }
 
 fn count(report: &serde_json::Value, op: &str) -> u64 {
@@ -193,24 +117,7 @@ async fn gateway_udp_batches_are_applied() {
 async fn gateway_churn_closes_and_reopens_and_plots_the_timeline() {
     let dir = tempfile::tempdir().unwrap();
     let plot = dir.path().join("run.svg");
-    let args = [
-        "--clients",
-        "2000",
-        "--interval",
-        "500ms",
-        "--duration",
-        "2s",
-        "--churn-per-s",
-        "200",
-        "--watchers",
-        "0.002",
-        "--friends",
-        "20",
-        "--status-changes-per-s",
-        "50",
-        "--plot",
-        plot.to_str().unwrap(),
-    ];
+    let args = watching(&["--churn-per-s", "200", "--plot", plot.to_str().unwrap()]);
     let report = against_daemon(dir.path(), &args).await;
     // A churned session missing from a batch, or a batch naming a closed one, would be an ERROR.
     assert_eq!(report["errors"], 0, "{report:#}");
@@ -247,23 +154,10 @@ async fn tcp_churn_reconnects_real_connections() {
 #[ignore]
 fn redis_target_runs_the_same_workload() {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let args = [
-        "presence",
-        "--target",
-        "redis://127.0.0.1:6379",
-        "--clients",
-        "2000",
-        "--interval",
-        "500ms",
-        "--duration",
-        "2s",
-        "--friends",
-        "20",
-        "--status-changes-per-s",
-        "50",
-    ];
-    let report = loadgen(&args, &json);
+    // Redis has no watchers: `--watchers` leaves its workload as it is.
+    let mut args = vec!["presence", "--target", "redis://127.0.0.1:6379"];
+    args.extend(watching(&[]));
+    let report = loadgen(&args, &dir.path().join("report.json"));
     assert_eq!(report["errors"], 0, "{report:#}");
     assert!(report["ops"]["heartbeat"]["count"].as_u64().unwrap() >= 7_000, "{report:#}");
     assert!(report["ops"]["query"]["count"].as_u64().unwrap() > 0, "{report:#}");

@@ -19,7 +19,7 @@
 //!   is TIMELINE sent → PAGE.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,18 +28,16 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use heartline::auth::{Keyring, Subject};
+use heartline::auth::Keyring;
 use heartline::protocol::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
-use tokio_util::codec::Framed;
 
 use super::{cursor, payload, post_number, report, user_id, Graph, Measured, Params, Tracker, Workload, PAGE};
-use crate::gateway::token;
 use crate::procstat::sample_of as sample;
 use crate::report::{histogram, Report, Server};
+use crate::scrape;
+use crate::tcp::{self, ClientConn as Conn};
 
 /// Users whose follows are being loaded at once (connections open at once).
 pub const SETUP_CONNS: usize = 512;
@@ -49,8 +47,6 @@ const POST_CONNS: usize = 2_000;
 const POST_LEAD: Duration = Duration::from_millis(200);
 /// Handshakes in flight while the readers and observers connect.
 const CONNECTING: usize = 64;
-
-type Conn = Framed<TcpStream, MessageCodec>;
 
 /// What a heartline run needs besides [`Params`].
 pub struct Target {
@@ -74,24 +70,11 @@ impl Errors {
     }
 }
 
-/// One connection of `user`, past WELCOME. On loopback the source address
-/// is spread over 127.0.0.1–127.0.0.254 by `i`: a million short connections
-/// run out of neither ephemeral ports nor the daemon's per-address cap.
-async fn connect(addr: SocketAddr, keyring: &Keyring, user: u64, i: u64) -> Result<Conn> {
-    let socket = TcpSocket::new_v4()?;
-    if addr.ip().is_loopback() {
-        socket.bind(SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1 + (i % 254) as u8).into(), 0))?;
-    }
-    let stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let mut conn = Framed::new(stream, MessageCodec::default());
-    let token = token(keyring, Subject::User(user));
-    let hello =
-        Hello { version: VERSION, role: Role::Client, device: Device::Desktop, want_udp: false, resume: 0, token };
-    conn.send(&Message::Hello(hello)).await?;
-    match conn.next().await {
-        Some(Ok(Message::Welcome(_))) => Ok(conn),
-        other => bail!("user {user}: expected WELCOME, got {other:?}"),
+impl Target {
+    /// One connection of `user`, past WELCOME, from a source address chosen
+    /// by `i` ([`tcp::connect`]).
+    async fn connect(&self, user: u64, i: u64) -> Result<Conn> {
+        Ok(tcp::connect(self.addr, &self.keyring, user, i, false).await?.0)
     }
 }
 
@@ -118,7 +101,7 @@ async fn bye(mut conn: Conn) {
 /// One user's follows: pipelined, then every OK. Returns the follows made.
 async fn follow_all(t: &Target, graph: &Graph, u: usize) -> Result<u64> {
     let following = graph.following(u);
-    let mut conn = connect(t.addr, &t.keyring, user_id(u), u as u64).await?;
+    let mut conn = t.connect(user_id(u), u as u64).await?;
     for (req, &f) in following.iter().enumerate() {
         conn.feed(&Message::Graph { req: req as u64 + 1, op: GraphOp::Follow, user: user_id(f as usize) }).await?;
     }
@@ -224,7 +207,7 @@ async fn read(mut conn: Conn, first: Instant, interval: Duration, end: Instant, 
 /// Post `k`: connect just before its deadline, PUBLISH, wait for PUBLISHED.
 async fn post(t: Arc<Target>, w: Arc<Workload>, k: usize, start: Instant, tracker: Arc<Tracker>) -> Result<u64> {
     let planned = w.posts[k];
-    let mut conn = connect(t.addr, &t.keyring, user_id(planned.author), k as u64).await?;
+    let mut conn = t.connect(user_id(planned.author), k as u64).await?;
     tokio::time::sleep_until(start + planned.at).await;
     let sent = Instant::now();
     tracker.sent(k, sent);
@@ -288,17 +271,10 @@ impl DaemonFanout {
 /// GET /metrics from the admin listener; `None` (with a note) if it fails.
 async fn scrape(admin: Option<SocketAddr>) -> Option<DaemonFanout> {
     let addr = admin?;
-    let get = async {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: heartline\r\nConnection: close\r\n\r\n").await?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await?;
-        Ok::<_, std::io::Error>(body)
-    };
-    match tokio::time::timeout(Duration::from_secs(5), get).await {
-        Ok(Ok(body)) => Some(DaemonFanout::parse(&body)),
-        _ => {
-            eprintln!("note: no /metrics from {addr}: the daemon's fanout lag is not reported");
+    match scrape::metrics(addr).await {
+        Ok(body) => Some(DaemonFanout::parse(&body)),
+        Err(e) => {
+            eprintln!("note: no /metrics from {addr} ({e:#}): the daemon's fanout lag is not reported");
             None
         }
     }
@@ -333,7 +309,7 @@ pub async fn run(p: Params, t: Target, workload: Workload) -> Result<Report> {
                 let (t, gate) = (t.clone(), gate.clone());
                 tokio::spawn(async move {
                     let _permit = gate.acquire_owned().await?;
-                    let mut conn = connect(t.addr, &t.keyring, user_id(u), i as u64).await?;
+                    let mut conn = t.connect(user_id(u), i as u64).await?;
                     if live {
                         conn.send(&Message::Live { req: 1, on: true }).await?;
                         reply(&mut conn, 1, |_| {}).await?;

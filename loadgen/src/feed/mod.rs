@@ -18,8 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use ::heartline::auth::{Keyring, Secret};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
@@ -47,18 +46,8 @@ pub struct Args {
     reads_per_s: f64,
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// The daemon's data dir: its `secret` signs the loadgen's tokens.
-    #[arg(long, default_value = "heartline-data")]
-    data_dir: PathBuf,
-    /// Sample this process's CPU and RSS from /proc (the daemon, or redis-server).
-    #[arg(long)]
-    server_pid: Option<u32>,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// `heartline`, or `redis://HOST:PORT` for the same workload against Redis.
-    #[arg(long, default_value = "heartline")]
-    target: String,
+    #[command(flatten)]
+    common: crate::Common,
     /// The daemon's admin listener: its fanout lag histogram goes into `extra`.
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -84,7 +73,7 @@ pub struct Args {
 
 impl Args {
     pub fn json(&self) -> Option<PathBuf> {
-        self.json.clone()
+        self.common.json.clone()
     }
 }
 
@@ -107,7 +96,7 @@ pub fn main(a: Args) -> Result<Report> {
         observers: a.observers,
         max_following: a.max_following,
         seed: a.seed,
-        server_pid: a.server_pid,
+        server_pid: a.common.server_pid,
     };
     let started = std::time::Instant::now();
     let graph = Graph::generate(p.users, p.seed, p.max_following);
@@ -115,21 +104,17 @@ pub fn main(a: Args) -> Result<Report> {
     eprintln!("generated in {:.1} s", started.elapsed().as_secs_f64());
     workload.describe();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if let Some(url) = a.target.strip_prefix("redis://") {
-        runtime.block_on(redis::run(p, url.trim_end_matches('/').to_owned(), workload))
-    } else if a.target == "heartline" {
-        let secret_path = a.data_dir.join("secret");
-        let secret = Secret::load(&secret_path).with_context(|| format!("reading {}", secret_path.display()))?;
+    if let Some(url) = a.common.redis()? {
+        runtime.block_on(redis::run(p, url, workload))
+    } else {
         let target = heartline::Target {
             addr: a.addr,
-            keyring: Keyring { current: secret, previous: None },
+            keyring: a.common.keyring()?,
             admin: a.admin,
             skip_setup: a.skip_setup,
             setup_only: a.setup_only,
         };
         runtime.block_on(heartline::run(p, target, workload))
-    } else {
-        bail!("--target must be heartline or redis://HOST:PORT, not {}", a.target)
     }
 }
 

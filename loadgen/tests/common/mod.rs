@@ -1,12 +1,38 @@
-//! What the loadgen's integration tests share: running the loadgen binary
-//! and reading its JSON report.
+//! What the loadgen's integration tests share: a daemon started in the test's
+//! process, running the loadgen binary and reading its JSON report.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use heartline::config::Config;
+use heartline::server::Running;
+
+/// A daemon's config with every listener on a free loopback port and its
+/// data under `dir`.
+pub fn config(dir: &Path) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        udp: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("data"),
+        ..Config::default()
+    };
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+/// Starts a daemon with `config` in this process; returns it with the
+/// loadgen's `--addr` and `--data-dir` for it.
+pub async fn daemon(config: Config) -> (Running, String, String) {
+    let data_dir = config.data_dir.to_str().unwrap().to_owned();
+    let running = heartline::server::start(config).await.unwrap();
+    let addr = running.tcp.to_string();
+    (running, addr, data_dir)
+}
+
 /// Runs the loadgen with `args` plus `--json`, fails the test if it fails,
 /// and returns the report.
-pub fn loadgen(args: &[String], json: &Path) -> serde_json::Value {
+pub fn loadgen(args: &[impl AsRef<OsStr>], json: &Path) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_heartline-loadgen"))
         .args(args)
         .arg("--json")
