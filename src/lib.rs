@@ -13,10 +13,11 @@
 //!   hybrid, cursor pages over hot and cold items (sans-IO).
 //! - `auth` — the server secret, signed tokens and UDP key derivation.
 //! - `store` — the durable store in the data dir (fjall): last-seen times,
-//!   posts, the social graph, group commit.
-//! - `server` — the tokio shells: listeners, connections, UDP receive
-//!   loops, the expiry ticker, startup and graceful shutdown, systemd
-//!   notification and socket activation, SIGHUP reload.
+//!   posts, the social graph, group commit, outage detection and reopening.
+//! - `server` — the tokio shells: listeners with connection caps, per-session
+//!   rate limits, connections, UDP receive loops, the fanout pool, the expiry
+//!   ticker, startup and graceful shutdown, systemd notification and socket
+//!   activation, SIGHUP reload.
 //! - `admin` — the HTTP admin listener: Prometheus metrics, health probes,
 //!   the JSON presence API.
 //! - `logging` — the log subscriber (journald-friendly under systemd) and

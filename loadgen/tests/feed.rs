@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{config, daemon, loadgen, loadgen_async};
+use common::{config, daemon, loadgen, loadgen_async, Redis};
 use heartline::feed::Strategy;
 use heartline::store::Durability;
 
@@ -82,37 +80,6 @@ async fn hybrid_runs_the_same_workload() {
     let (report, _) = run_against_daemon(Strategy::Hybrid, "hybrid").await;
     check_ops(&report);
     assert_eq!(report["mode"], "hybrid");
-}
-
-/// A Redis on a free loopback port, stopped when dropped.
-struct Redis(std::process::Child, u16);
-
-impl Redis {
-    fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install -y redis-server)");
-        // Dropped (killed and reaped) if it never listens.
-        let redis = Self(child, port);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("redis-server did not listen on {port}");
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Starts its own redis-server: needs it on PATH (`apt-get install -y redis-server`).

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{config, daemon, loadgen, loadgen_async};
+use common::{config, daemon, loadgen, loadgen_async, Redis};
 
 /// Runs the loadgen against a fresh daemon with `args` after the daemon's
 /// addresses; returns the JSON report.
@@ -149,13 +149,15 @@ async fn tcp_churn_reconnects_real_connections() {
     assert!(count(&report, "heartbeat") >= 700, "{report:#}");
 }
 
-/// Needs a Redis on 127.0.0.1:6379 (`apt-get install -y redis-server`).
+/// Starts its own redis-server: needs it on PATH (`apt-get install -y redis-server`).
 #[test]
 #[ignore]
 fn redis_target_runs_the_same_workload() {
     let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let target = format!("redis://127.0.0.1:{}", redis.1);
     // Redis has no watchers: `--watchers` leaves its workload as it is.
-    let mut args = vec!["presence", "--target", "redis://127.0.0.1:6379"];
+    let mut args = vec!["presence", "--target", target.as_str()];
     args.extend(watching(&[]));
     let report = loadgen(&args, &dir.path().join("report.json"));
     assert_eq!(report["errors"], 0, "{report:#}");

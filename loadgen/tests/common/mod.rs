@@ -50,3 +50,34 @@ pub fn loadgen(args: &[impl AsRef<OsStr>], json: &Path) -> serde_json::Value {
 pub async fn loadgen_async(args: Vec<String>, json: PathBuf) -> serde_json::Value {
     tokio::task::spawn_blocking(move || loadgen(&args, &json)).await.unwrap()
 }
+
+/// A Redis on a free loopback port, stopped when dropped.
+pub struct Redis(pub std::process::Child, pub u16);
+
+impl Redis {
+    pub fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install -y redis-server)");
+        // Dropped (killed and reaped) if it never listens.
+        let redis = Self(child, port);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return redis;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server did not listen on {port}");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
