@@ -326,6 +326,7 @@ async fn metrics_probes_and_json_api() {
     assert_eq!(sample(&metrics, "heartline_users_online"), 1);
     assert_eq!(sample(&metrics, "heartline_watches"), 1);
     assert_eq!(sample(&metrics, "heartline_connections"), 2);
+    assert_eq!(sample(&metrics, "heartline_store_up"), 1);
     assert!(sample(&metrics, "heartline_watch_events_total") >= 2);
     assert_eq!(sample(&metrics, "heartline_errors_sent_total{code=\"unauthenticated\"}"), 1);
     assert_eq!(sample(&metrics, "heartline_connections_closed_total{reason=\"unauthenticated\"}"), 1);

@@ -98,6 +98,11 @@ pub fn render(shared: &Shared) -> String {
     out.gauge("heartline_users_online", "Users with at least one visible session.", totals.online_users);
     out.gauge("heartline_watches", "Watch subscriptions (watcher, user pairs).", totals.watches);
     out.gauge("heartline_connections", "Connections past HELLO.", shared.conns.len() as u64);
+    out.gauge(
+        "heartline_store_up",
+        "1 while the durable store takes writes, 0 while it is down (full or failing disk; writes get UNAVAILABLE).",
+        u64::from(!shared.store.is_down()),
+    );
     out.counter("heartline_connections_accepted_total", "TCP connections accepted.", &m.connections_accepted);
     out.gauge("heartline_connections_open", "TCP connections open, HELLO done or not.", shared.admission.open() as u64);
     out.labelled(
