@@ -105,6 +105,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides { listen: args.listen, udp: args.udp, data_dir: args.common.data_dir.clone() };
     let config = args.common.load(overrides.clone())?;
     heartline::logging::init(&config.log)?;
+    heartline::server::net::disable_transparent_huge_pages();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         // Every handler is registered before the server accepts anyone or tells

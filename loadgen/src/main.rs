@@ -177,6 +177,8 @@ struct Presence {
 }
 
 fn main() -> Result<()> {
+    // As the daemon: the load generator's own page faults would eat the cores it shares.
+    heartline::server::net::disable_transparent_huge_pages();
     let a = match Args::parse().scenario {
         Scenario::Presence(a) => a,
         Scenario::Feed(f) => {

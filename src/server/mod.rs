@@ -58,6 +58,9 @@ const TASKS_GONE: Duration = Duration::from_secs(2);
 const FANOUT_WORKERS: usize = 2;
 /// How often presence changes waiting for the store are written.
 const LAST_SEEN_FLUSH: Duration = Duration::from_secs(1);
+/// Last-seen times per store batch. A shutdown with 10M users online writes
+/// all of theirs: as one batch it held ~2 GB at once and took a minute.
+const LAST_SEEN_BATCH: usize = 100_000;
 /// What GOAWAY asks clients to wait before reconnecting (they add jitter).
 const RECONNECT_AFTER_MS: u32 = 1_000;
 
@@ -406,23 +409,35 @@ async fn recover_store(shared: &Arc<Shared>) {
     }
 }
 
-/// Writes last-seen times; what fails stays pending and is tried again
-/// (not even tried while the store is down: it would refuse them).
-async fn write_last_seen(shared: &Arc<Shared>, batch: Vec<(u64, u64)>) {
-    if batch.is_empty() || shared.store.is_down() {
+/// Writes last-seen times in batches of [`LAST_SEEN_BATCH`]; what fails
+/// stays pending and is tried again (not even tried while the store is
+/// down: it would refuse them).
+async fn write_last_seen(shared: &Arc<Shared>, entries: Vec<(u64, u64)>) {
+    if entries.is_empty() || shared.store.is_down() {
         return;
     }
     let writer = shared.clone();
     let written = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let written = writer.store.put_last_seen(&batch);
-        writer.metrics.store_commit.observe(started.elapsed());
-        written.map(|()| batch)
+        let mut done = 0;
+        for batch in entries.chunks(LAST_SEEN_BATCH) {
+            let started = std::time::Instant::now();
+            let result = writer.store.put_last_seen(batch);
+            writer.metrics.store_commit.observe(started.elapsed());
+            if let Err(e) = result {
+                return (entries, done, Err(e));
+            }
+            done += batch.len();
+        }
+        (entries, done, Ok(()))
     })
     .await;
     match written {
-        Ok(Ok(batch)) => shared.presence.forget_last_seen(&batch),
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot write last seen; will retry"),
+        Ok((entries, done, result)) => {
+            shared.presence.forget_last_seen(&entries[..done]);
+            if let Err(e) = result {
+                tracing::error!(error = %e, "cannot write last seen; will retry");
+            }
+        }
         Err(e) => tracing::error!(error = %e, "last seen writer panicked"),
     }
 }
