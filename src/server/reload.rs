@@ -229,6 +229,9 @@ pub async fn on_sighup(
 /// Applies the reloadable part of `next` (compared with `applied`) and the
 /// secret file, and logs each change and each setting that needs a restart.
 pub fn reload(shared: &Shared, applied: &Config, next: &Config) {
+    // Limits before the secret: a client that gets in with a token of the new
+    // secret must find the new limits too (the reload is one event to it).
+    shared.limits.set(&next.limits);
     let now_s = now_ms() / 1000;
     match Secret::load(&shared.config.data_dir.join("secret")) {
         Ok(secret) => match shared.keyring.rotate(secret, next.auth.rotation_window, now_s) {
@@ -250,7 +253,6 @@ pub fn reload(shared: &Shared, applied: &Config, next: &Config) {
             tracing::warn!(setting = %key, from = %old, to = %new, "setting changed in the file; takes effect at the next restart");
         }
     }
-    shared.limits.set(&next.limits);
     if next.log != applied.log {
         match crate::logging::set_filter(&next.log) {
             Ok(true) => {}
