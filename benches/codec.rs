@@ -19,9 +19,9 @@ use std::hint::black_box;
 
 use bytes::{BufMut, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use heartline::protocol::batch::{self, BatchEntry};
-use heartline::protocol::codec::types;
-use heartline::protocol::{encode_frame, varint, Batch, BatchView, FrameCodec, HeartbeatState, Message, Status};
+use heartline_proto::batch::{self, BatchEntry};
+use heartline_proto::codec::types;
+use heartline_proto::{encode_frame, varint, Batch, BatchView, FrameCodec, HeartbeatState, Message, Status};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use heartline::feed::{Feed, FeedConfig, Strategy};
-use heartline::protocol::Cursor;
+use heartline_core::feed::{Feed, FeedConfig, Strategy};
+use heartline_proto::Cursor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -16,8 +16,8 @@ use std::hint::black_box;
 use std::sync::OnceLock;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use heartline::presence::{Presence, PresenceConfig, SessionId};
-use heartline::protocol::Status;
+use heartline_core::presence::{Presence, PresenceConfig, SessionId};
+use heartline_proto::Status;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -119,7 +119,7 @@ fn expiry_lag(_: &mut Criterion) {
     let mut lags = Vec::with_capacity(count as usize);
     let mut now = T0;
     while lags.len() < count as usize {
-        now += heartline::presence::TICK_MS;
+        now += heartline_core::presence::TICK_MS;
         for change in presence.tick(now).changes {
             let ttl_end = last_beat[&change.user] + u64::from(config.ttl_ms);
             lags.push(now as i64 - ttl_end as i64);

@@ -9,8 +9,8 @@
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use heartline::client::{Client, ClientConfig, LiveEvent};
-use heartline::protocol::Cursor;
+use heartline_client::{Client, ClientConfig, LiveEvent};
+use heartline_proto::Cursor;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -9,8 +9,8 @@
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use heartline::client::{Client, ClientConfig};
-use heartline::protocol::Status;
+use heartline_client::{Client, ClientConfig};
+use heartline_proto::Status;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

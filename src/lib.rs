@@ -1,17 +1,26 @@
-//! heartline: who is online right now, and what they posted.
+//! heartline, the daemon: who is online right now, and what they posted.
+//!
+//! # Layers
+//!
+//! The workspace's crates are its layers; each may use only those below it,
+//! so a wrong import fails to compile:
+//!
+//! ```text
+//! heartline (this crate: the daemon)      heartline-loadgen
+//!        |        \                           |
+//!        |     heartline-client (the SDK) -----+
+//!        |         |
+//! heartline-core   |   presence, feed, the connection machine (sans-IO)
+//!        \         |
+//!        heartline-proto                 the wire protocol v1 (sans-IO)
+//! ```
 //!
 //! # Layout
 //!
-//! - `protocol` — the wire protocol v1 (sans-IO): messages, codec, TCP
-//!   framing, heartbeat delta compression, gateway batches, UDP datagrams.
-//!   `protocol-spec/SPEC.md` is its normative description.
-//! - `presence` — sessions, aggregated status, expiry, grace windows,
-//!   watches and the privacy policy point (sans-IO: time is passed in).
 //! - `config` — settings: defaults, TOML file, `HEARTLINE_*` environment,
 //!   flags.
-//! - `feed` — posts, the social graph, home timelines by pull, push and
-//!   hybrid, cursor pages over hot and cold items (sans-IO).
-//! - `auth` — the server secret, signed tokens and UDP key derivation.
+//! - `auth` — the secret's file; re-exports the token format of
+//!   `heartline_proto::auth`.
 //! - `store` — the durable store in the data dir (fjall): last-seen times,
 //!   posts, the social graph, group commit, outage detection and reopening.
 //! - `server` — the tokio shells: listeners with connection caps, per-session
@@ -22,21 +31,15 @@
 //!   the JSON presence API.
 //! - `logging` — the log subscriber (journald-friendly under systemd) and
 //!   its reloadable filter.
-//! - `client` — the async client SDK: connection, heartbeats, reconnection,
-//!   presence and feed requests, watch and live streams.
 //! - `ctl` — `heartline ctl`, the command line for a person at a running
-//!   daemon (over `client`).
+//!   daemon (over `heartline_client`).
 //!
 //! The binary `heartline` (src/main.rs) is a thin shell over this library.
 
 pub mod admin;
 pub mod auth;
-pub mod client;
 pub mod config;
 pub mod ctl;
-pub mod feed;
 pub mod logging;
-pub mod presence;
-pub mod protocol;
 pub mod server;
 pub mod store;

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use heartline::auth::{self, Claims, Keyring, Secret, Subject};
+use heartline::auth::{self, Claims, Keyring, Subject};
 use heartline::config::{Config, Overrides};
 
 #[global_allocator]
@@ -147,7 +147,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let config = args.common.load(Overrides::default())?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let secret = Secret::load_or_create(&config.data_dir.join("secret")).context("cannot read the secret")?;
+    let secret = auth::load_or_create_secret(&config.data_dir.join("secret")).context("cannot read the secret")?;
     let subject = match (args.subject.user, args.subject.gateway) {
         (Some(user), None) => Subject::User(user),
         (None, Some(name)) if (1..=auth::MAX_GATEWAY_NAME).contains(&name.len()) => Subject::Gateway(name),

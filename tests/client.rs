@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::*;
 use futures_util::StreamExt;
 use heartline::auth::Subject;
-use heartline::client::{Backoff, Client, ClientConfig, ClientError, LiveEvent, State, WatchStream};
-use heartline::protocol::{Cursor, ErrorCode, GoawayReason, Message, PresenceEntry, Status};
+use heartline_client::{Backoff, Client, ClientConfig, ClientError, LiveEvent, State, WatchStream};
+use heartline_proto::{Cursor, ErrorCode, GoawayReason, Message, PresenceEntry, Status};
 
 fn config(daemon: &Daemon, user: u64) -> ClientConfig {
     ClientConfig {

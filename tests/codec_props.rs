@@ -3,7 +3,7 @@
 //! the decoder panic or reserve more than one frame's worth of memory.
 
 use bytes::{Bytes, BytesMut};
-use heartline::protocol::*;
+use heartline_proto::*;
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use heartline::auth::{Claims, Keyring, Secret, Subject};
-use heartline::protocol::*;
+use heartline::auth::{Claims, Keyring, Subject};
+use heartline_proto::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
@@ -59,7 +59,7 @@ async fn spawn(dir: &std::path::Path) -> Process {
 }
 
 async fn user(process: &Process, dir: &std::path::Path, user: u64) -> Client {
-    let keyring = Keyring { current: Secret::load(&dir.join("secret")).unwrap(), previous: None };
+    let keyring = Keyring { current: heartline::auth::load_secret(&dir.join("secret")).unwrap(), previous: None };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let token = Bytes::from(keyring.issue(&Claims { subject: Subject::User(user), expires_at: now + 3_600 }));
     let stream = TcpStream::connect(process.tcp).await.unwrap();

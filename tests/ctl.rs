@@ -9,8 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use common::*;
 use heartline::auth::{to_text, Subject};
-use heartline::client::{Client, ClientConfig};
-use heartline::protocol::Status;
+use heartline_client::{Client, ClientConfig};
+use heartline_proto::Status;
 
 fn ctl_command(daemon: &Daemon, token: &[u8], args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_heartline"));

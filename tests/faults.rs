@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use heartline::protocol::*;
+use heartline_proto::*;
 
 /// A tmpfs mounted on a fresh directory, unmounted (and the directory
 /// removed) when dropped, panics included.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use heartline::feed::Strategy;
-use heartline::protocol::*;
+use heartline_core::feed::Strategy;
+use heartline_proto::*;
 
 const STRATEGIES: [Strategy; 3] = [Strategy::Pull, Strategy::Push, Strategy::Hybrid];
 

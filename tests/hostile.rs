@@ -17,11 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use heartline::auth::{Claims, Keyring, Secret, Subject};
-use heartline::protocol::udp::{self, DropReason};
-use heartline::protocol::*;
+use heartline::auth::{Claims, Keyring, Subject};
 use heartline::server::net::Refused;
 use heartline::server::Shared;
+use heartline_proto::udp::{self, DropReason};
+use heartline_proto::*;
 use tokio::io::AsyncWriteExt;
 
 const MAX_CONNECTIONS: usize = 40;
@@ -203,7 +203,8 @@ async fn never_hello(daemon: &Daemon) {
 /// Forged, expired and wrong-secret tokens (§12.1).
 async fn bad_tokens(daemon: &Daemon, dir: &std::path::Path) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let other = Keyring { current: Secret::load_or_create(&dir.join("other-secret")).unwrap(), previous: None };
+    let other =
+        Keyring { current: heartline::auth::load_or_create_secret(&dir.join("other-secret")).unwrap(), previous: None };
     let wrong_secret = Bytes::from(other.issue(&Claims { subject: Subject::User(902), expires_at: now + 3_600 }));
     let mut tampered = daemon.user_token(902).to_vec();
     let last = tampered.len() - 1;

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::*;
-use heartline::auth::{Claims, Keyring, Secret, Subject};
+use heartline::auth::{Claims, Keyring, Subject};
 use heartline::config::{Config, ConfigError, Overrides};
-use heartline::protocol::*;
+use heartline_proto::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixDatagram};
 use tokio_util::codec::Framed;
@@ -146,7 +146,7 @@ impl Process {
     /// A token for `user`, signed with the secret file as it is now.
     fn token(&self, user: u64) -> Bytes {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let keyring = Keyring { current: Secret::load(&self.secret_path()).unwrap(), previous: None };
+        let keyring = Keyring { current: heartline::auth::load_secret(&self.secret_path()).unwrap(), previous: None };
         Bytes::from(keyring.issue(&Claims { subject: Subject::User(user), expires_at: now + 3_600 }))
     }
 

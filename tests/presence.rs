@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use heartline::auth::Subject;
-use heartline::protocol::udp::DropReason;
-use heartline::protocol::*;
+use heartline_proto::udp::DropReason;
+use heartline_proto::*;
 
 async fn refused(daemon: &Daemon, token: Bytes, role: Role) -> Option<ErrorCode> {
     let mut client = daemon.connect().await;

@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
-use heartline::protocol::udp::{self, Body, DropReason, ReplayWindow};
-use heartline::protocol::*;
+use heartline_proto::udp::{self, Body, DropReason, ReplayWindow};
+use heartline_proto::*;
 use serde_json::{json, Value};
 use tokio_util::codec::Decoder;
 
@@ -179,9 +179,9 @@ fn every_type_is_covered() {
 
 mod cases {
     use super::*;
-    use heartline::protocol::udp::write_heartbeat;
+    use heartline_proto::udp::write_heartbeat;
 
-    pub fn tcp() -> Vec<(&'static str, Message)> {
+    pub(crate) fn tcp() -> Vec<(&'static str, Message)> {
         let text = |s: &str| Text::from(s);
         let entry = |user, status, version, last_seen_ms, t: &str| PresenceEntry {
             user,
@@ -396,7 +396,7 @@ mod cases {
         Message::BatchHeartbeat(Batch::encode(entries).unwrap())
     }
 
-    pub fn batches() -> Vec<(&'static str, Message)> {
+    pub(crate) fn batches() -> Vec<(&'static str, Message)> {
         vec![
             ("batch_empty", batch(&[])),
             ("batch_single", batch(&[(77, None)])),
@@ -426,7 +426,7 @@ mod cases {
     }
 
     /// (name, interval, before, after)
-    pub fn heartbeats() -> Vec<(&'static str, u32, Value, Value)> {
+    pub(crate) fn heartbeats() -> Vec<(&'static str, u32, Value, Value)> {
         use Status::*;
         vec![
             ("first_after_welcome", 30_000, hb_state(0, 0, Online), hb_state(1, 30_000, Online)),
@@ -445,7 +445,7 @@ mod cases {
 
     /// (name, interval, before, heartbeat, error): deltas the codec accepts
     /// but that no state can apply.
-    pub fn heartbeat_errors() -> Vec<(&'static str, u32, Value, Heartbeat, ErrorCode)> {
+    pub(crate) fn heartbeat_errors() -> Vec<(&'static str, u32, Value, Heartbeat, ErrorCode)> {
         let before = hb_state(5, 1000, Status::Online);
         vec![
             (
@@ -469,13 +469,13 @@ mod cases {
     fn framed(body: &str) -> String {
         let body = hex::decode(body.replace(' ', "")).unwrap();
         let mut out = BytesMut::new();
-        heartline::protocol::varint::put(&mut out, body.len() as u64);
+        heartline_proto::varint::put(&mut out, body.len() as u64);
         out.extend_from_slice(&body);
         hex::encode(out)
     }
 
     /// (name, hex, expected error)
-    pub fn malformed() -> Vec<(&'static str, String, ErrorCode)> {
+    pub(crate) fn malformed() -> Vec<(&'static str, String, ErrorCode)> {
         use ErrorCode::*;
         let raw = |x: &str| x.to_owned();
         vec![
@@ -539,7 +539,7 @@ mod cases {
     }
 
     /// (name, accepted_before, key, datagram bytes)
-    pub fn udp_valid() -> Vec<(&'static str, Vec<u32>, BytesMut)> {
+    pub(crate) fn udp_valid() -> Vec<(&'static str, Vec<u32>, BytesMut)> {
         let hb = |session, seq, status| {
             let mut b = BytesMut::new();
             write_heartbeat(&mut b, &UDP_KEY, session, seq, status);
@@ -562,7 +562,7 @@ mod cases {
     }
 
     /// (name, accepted_before, datagram bytes, expected drop)
-    pub fn udp_dropped() -> Vec<(&'static str, Vec<u32>, Vec<u8>, DropReason)> {
+    pub(crate) fn udp_dropped() -> Vec<(&'static str, Vec<u32>, Vec<u8>, DropReason)> {
         let hb = |key: &udp::Key, seq, status| {
             let mut b = BytesMut::new();
             write_heartbeat(&mut b, key, 12345, seq, status);

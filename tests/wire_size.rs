@@ -3,7 +3,7 @@
 //! of 10,000,000 averages at most 2.5 bytes per heartbeat, framing included.
 
 use bytes::BytesMut;
-use heartline::protocol::*;
+use heartline_proto::*;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::seq::index::sample;

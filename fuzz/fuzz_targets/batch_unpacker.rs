@@ -5,7 +5,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use heartline::protocol::{batch, BatchView};
+use heartline_proto::{batch, BatchView};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use heartline::protocol::{FrameCodec, Message};
+use heartline_proto::{FrameCodec, Message};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 

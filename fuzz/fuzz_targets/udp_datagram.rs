@@ -3,7 +3,7 @@
 //! never panic, and a datagram that opens once must not open twice.
 #![no_main]
 
-use heartline::protocol::udp::{self, Body, ReplayWindow};
+use heartline_proto::udp::{self, Body, ReplayWindow};
 use libfuzzer_sys::fuzz_target;
 
 /// The key of protocol-spec/vectors/udp.json, so seeds from it verify.

@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use heartline::auth::{Claims, Keyring, Subject};
-use heartline::protocol::*;
+use heartline_proto::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -44,12 +44,12 @@ use crate::udp::{self, Datagrams};
 /// smaller than one session).
 const TICK: Duration = Duration::from_millis(10);
 /// At most this many watcher connections, whatever `--watchers` asks.
-pub const MAX_WATCHER_CONNS: usize = 256;
+pub(crate) const MAX_WATCHER_CONNS: usize = 256;
 /// How long watchers keep reading after the senders stop.
 const DRAIN: Duration = Duration::from_secs(1);
 
 /// What a gateway-mode run needs.
-pub struct Params {
+pub(crate) struct Params {
     pub addr: SocketAddr,
     pub clients: u64,
     pub interval: Duration,
@@ -92,7 +92,7 @@ impl Shared {
 }
 
 /// Signs a token with the daemon's secret.
-pub fn token(keyring: &Keyring, subject: Subject) -> Bytes {
+pub(crate) fn token(keyring: &Keyring, subject: Subject) -> Bytes {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Bytes::from(keyring.issue(&Claims { subject, expires_at: now + 24 * 3_600 }))
 }
@@ -267,7 +267,7 @@ enum Path {
 struct UdpPath {
     sender: udp::Sender,
     gateway: u64,
-    key: heartline::protocol::udp::Key,
+    key: heartline_proto::udp::Key,
     seq: u32,
     out: Datagrams,
 }
@@ -550,7 +550,7 @@ async fn watcher(
 }
 
 /// Runs the scenario and builds the report.
-pub async fn run(p: Params) -> Result<Report> {
+pub(crate) async fn run(p: Params) -> Result<Report> {
     let p = Arc::new(p);
     let shared = Arc::new(Shared::default());
     let mut rng = fastrand::Rng::with_seed(p.seed);

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use heartline::auth::{Keyring, Secret};
+use heartline::auth::Keyring;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -116,7 +116,7 @@ impl Common {
     /// The daemon's secret from `--data-dir`, to sign the loadgen's tokens with.
     fn keyring(&self) -> Result<Keyring> {
         let path = self.data_dir.join("secret");
-        let secret = Secret::load(&path).with_context(|| format!("reading {}", path.display()))?;
+        let secret = heartline::auth::load_secret(&path).with_context(|| format!("reading {}", path.display()))?;
         Ok(Keyring { current: secret, previous: None })
     }
 }

@@ -91,7 +91,7 @@ where
 }
 
 /// Writes the timeline of a run as SVG.
-pub fn write(path: &Path, title: &str, rows: Rows) -> Result<()> {
+pub(crate) fn write(path: &Path, title: &str, rows: Rows) -> Result<()> {
     let ops: BTreeSet<&'static str> = rows.iter().flat_map(|r| r.keys().copied()).collect();
     let timed: Vec<&'static str> =
         ops.iter().copied().filter(|op| rows.iter().any(|r| r.get(op).is_some_and(|s| s.max_us > 0))).collect();

@@ -12,7 +12,7 @@ const TICKS_PER_S: f64 = 100.0;
 
 /// One reading of a process.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// User + system CPU seconds since the process started.
     pub cpu_s: f64,
     /// Resident set size in bytes (VmRSS).
@@ -20,7 +20,7 @@ pub struct Sample {
 }
 
 /// Reads /proc/PID/stat and /proc/PID/status.
-pub fn sample(pid: u32) -> io::Result<Sample> {
+pub(crate) fn sample(pid: u32) -> io::Result<Sample> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| bad("no ')' in stat"))?;
@@ -40,7 +40,7 @@ pub fn sample(pid: u32) -> io::Result<Sample> {
 }
 
 /// [`sample`] of `--server-pid`, if given.
-pub fn sample_of(pid: Option<u32>) -> anyhow::Result<Option<Sample>> {
+pub(crate) fn sample_of(pid: Option<u32>) -> anyhow::Result<Option<Sample>> {
     use anyhow::Context;
     pid.map(|pid| sample(pid).with_context(|| format!("reading /proc/{pid}"))).transpose()
 }
@@ -48,7 +48,7 @@ pub fn sample_of(pid: Option<u32>) -> anyhow::Result<Option<Sample>> {
 /// The kernel's UDP counters that tell of datagrams lost in the kernel
 /// (this network namespace, every socket: on loopback, the daemon's).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UdpCounters {
+pub(crate) struct UdpCounters {
     /// Datagrams dropped because a receive buffer was full.
     pub rcvbuf_errors: u64,
     /// Every receive error, those above included.
@@ -56,7 +56,7 @@ pub struct UdpCounters {
 }
 
 /// Reads the `Udp:` lines of /proc/net/snmp.
-pub fn udp_counters() -> io::Result<UdpCounters> {
+pub(crate) fn udp_counters() -> io::Result<UdpCounters> {
     parse_snmp(&fs::read_to_string("/proc/net/snmp")?)
 }
 

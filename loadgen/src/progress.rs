@@ -18,7 +18,7 @@ const TTY_EVERY: Duration = Duration::from_millis(250);
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// One phase's display; stops when finished or dropped.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: ProgressBar,
     task: JoinHandle<()>,
 }
@@ -27,7 +27,11 @@ impl Progress {
     /// Shows `prefix`, a position out of `len` and a message, both from
     /// `status` (called every redraw, so it may compute rates from the
     /// previous call).
-    pub fn start(prefix: &'static str, len: u64, mut status: impl FnMut() -> (u64, String) + Send + 'static) -> Self {
+    pub(crate) fn start(
+        prefix: &'static str,
+        len: u64,
+        mut status: impl FnMut() -> (u64, String) + Send + 'static,
+    ) -> Self {
         let tty = std::io::stderr().is_terminal();
         let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
         if tty {
@@ -58,7 +62,7 @@ impl Progress {
 }
 
 /// A ramp-up: `done` of `total`, and how many per second.
-pub fn ramp(prefix: &'static str, total: u64, done: Arc<AtomicU64>) -> Progress {
+pub(crate) fn ramp(prefix: &'static str, total: u64, done: Arc<AtomicU64>) -> Progress {
     let mut rate = Rate::new();
     Progress::start(prefix, total, move || {
         let now = done.load(Relaxed);
@@ -67,7 +71,7 @@ pub fn ramp(prefix: &'static str, total: u64, done: Arc<AtomicU64>) -> Progress 
 }
 
 /// The measured run, from `start` for `duration`: seconds elapsed, and `msg`.
-pub fn run(start: Instant, duration: Duration, mut msg: impl FnMut() -> String + Send + 'static) -> Progress {
+pub(crate) fn run(start: Instant, duration: Duration, mut msg: impl FnMut() -> String + Send + 'static) -> Progress {
     Progress::start("run", duration.as_secs(), move || {
         (Instant::now().saturating_duration_since(start).as_secs(), msg())
     })
@@ -82,17 +86,17 @@ impl Drop for Progress {
 }
 
 /// A `status` closure's rate: the change of `now` since the previous call, per second.
-pub struct Rate {
+pub(crate) struct Rate {
     last: u64,
     at: std::time::Instant,
 }
 
 impl Rate {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { last: 0, at: std::time::Instant::now() }
     }
 
-    pub fn per_s(&mut self, now: u64) -> f64 {
+    pub(crate) fn per_s(&mut self, now: u64) -> f64 {
         let secs = self.at.elapsed().as_secs_f64();
         let rate = if secs > 0.0 { now.saturating_sub(self.last) as f64 / secs } else { 0.0 };
         (self.last, self.at) = (now, std::time::Instant::now());

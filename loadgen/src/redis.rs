@@ -21,9 +21,9 @@ use crate::procstat::sample_of as sample;
 use crate::report::{histogram, Op, Report, Server};
 
 /// SETs per pipeline.
-pub const PIPELINE: usize = 1_000;
+pub(crate) const PIPELINE: usize = 1_000;
 
-pub struct Params {
+pub(crate) struct Params {
     /// HOST:PORT.
     pub addr: String,
     pub clients: u64,
@@ -37,7 +37,7 @@ pub struct Params {
 }
 
 /// One RESP connection (shared with the feed scenario's Redis target).
-pub struct Conn {
+pub(crate) struct Conn {
     read: BufReader<OwnedReadHalf>,
     write: OwnedWriteHalf,
     line: String,
@@ -50,13 +50,13 @@ fn arg(buf: &mut Vec<u8>, a: &[u8]) {
 }
 
 /// Appends one command in RESP.
-pub fn command(buf: &mut Vec<u8>, args: &[&[u8]]) {
+pub(crate) fn command(buf: &mut Vec<u8>, args: &[&[u8]]) {
     buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     args.iter().for_each(|a| arg(buf, a));
 }
 
 impl Conn {
-    pub async fn connect(addr: &str) -> Result<Self> {
+    pub(crate) async fn connect(addr: &str) -> Result<Self> {
         let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to redis at {addr}"))?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
@@ -72,12 +72,12 @@ impl Conn {
     }
 
     /// Sends encoded commands (see [`command`]).
-    pub async fn send(&mut self, commands: &[u8]) -> Result<()> {
+    pub(crate) async fn send(&mut self, commands: &[u8]) -> Result<()> {
         Ok(self.write.write_all(commands).await?)
     }
 
     /// Reads `n` simple replies; returns how many were errors.
-    pub async fn simple_replies(&mut self, n: usize) -> Result<u64> {
+    pub(crate) async fn simple_replies(&mut self, n: usize) -> Result<u64> {
         let mut errors = 0;
         for _ in 0..n {
             let line = self.line().await?;
@@ -96,12 +96,12 @@ impl Conn {
     }
 
     /// Reads an array of bulk strings; returns how many were present.
-    pub async fn array_reply(&mut self) -> Result<usize> {
+    pub(crate) async fn array_reply(&mut self) -> Result<usize> {
         Ok(self.array_values().await?.iter().flatten().count())
     }
 
     /// Reads an array of bulk strings (`None` for a nil).
-    pub async fn array_values(&mut self) -> Result<Vec<Option<Vec<u8>>>> {
+    pub(crate) async fn array_values(&mut self) -> Result<Vec<Option<Vec<u8>>>> {
         let line = self.line().await?.to_owned();
         let Some(n) = line.strip_prefix('*').and_then(|n| n.parse::<usize>().ok()) else {
             bail!("expected an array, got {line:?}");
@@ -217,7 +217,7 @@ async fn queries(mut conn: Conn, p: Arc<Params>, start: Instant, end: Instant) -
     Ok(latency)
 }
 
-pub async fn run(p: Params) -> Result<Report> {
+pub(crate) async fn run(p: Params) -> Result<Report> {
     let p = Arc::new(p);
     // Keys live three intervals, as heartline's default TTL is three heartbeat intervals.
     let ttl_s = (p.interval.as_secs() * 3).max(1);

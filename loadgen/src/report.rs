@@ -13,31 +13,31 @@ use serde_json::{json, Map, Value};
 use crate::procstat::Sample;
 
 /// A latency histogram in microseconds, 1 µs to 1 h, 3 significant digits.
-pub fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// One operation: how many, and (when timed) how long each took.
 #[derive(Clone, Debug)]
-pub struct Op {
+pub(crate) struct Op {
     pub count: u64,
     /// Latencies in µs; empty when the operation has no reply to time.
     pub latency: Histogram<u64>,
 }
 
 impl Op {
-    pub fn counted(count: u64) -> Self {
+    pub(crate) fn counted(count: u64) -> Self {
         Self { count, latency: histogram() }
     }
 
-    pub fn timed(latency: Histogram<u64>) -> Self {
+    pub(crate) fn timed(latency: Histogram<u64>) -> Self {
         Self { count: latency.len(), latency }
     }
 }
 
 /// Server figures from `--server-pid`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Server {
+pub(crate) struct Server {
     pub cpu_s: f64,
     pub rss_bytes: u64,
     pub cpu_us_per_op: f64,
@@ -48,7 +48,7 @@ impl Server {
     /// The server's figures from /proc samples taken before the ramp, after
     /// it and at the end: CPU over the measured run per operation, memory
     /// growth over the ramp per session. The ramp's own CPU goes to `extra`.
-    pub fn from_samples(
+    pub(crate) fn from_samples(
         before: Option<Sample>,
         after_ramp: Option<Sample>,
         end: Option<Sample>,
@@ -69,7 +69,7 @@ impl Server {
 }
 
 #[derive(Debug)]
-pub struct Report {
+pub(crate) struct Report {
     pub scenario: &'static str,
     pub target: String,
     pub mode: String,
@@ -92,7 +92,7 @@ fn pct(h: &Histogram<u64>, q: f64) -> u64 {
 }
 
 impl Report {
-    pub fn per_s(&self, op: &Op) -> f64 {
+    pub(crate) fn per_s(&self, op: &Op) -> f64 {
         if self.duration_s > 0.0 {
             op.count as f64 / self.duration_s
         } else {
@@ -100,7 +100,7 @@ impl Report {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut ops = Map::new();
         for (name, op) in &self.ops {
             let h = &op.latency;
@@ -140,7 +140,7 @@ impl Report {
     }
 
     /// The human table printed at the end of a run.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut out = format!(
             "{} against {} ({}), {} clients, {:.1} s\n",
             self.scenario, self.target, self.mode, self.clients, self.duration_s
@@ -194,7 +194,7 @@ struct Slot {
 
 /// One second of the timeline, as reported.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Stat {
+pub(crate) struct Stat {
     pub count: u64,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -208,7 +208,7 @@ pub struct Stat {
 /// The whole run is also kept per operation at full precision, for the
 /// report's `ops` ([`Timeline::op`]).
 #[derive(Debug)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     origin: Instant,
     inner: Mutex<Slots>,
 }
@@ -220,7 +220,7 @@ struct Slots {
 }
 
 impl Timeline {
-    pub fn new(origin: Instant) -> Self {
+    pub(crate) fn new(origin: Instant) -> Self {
         Self { origin, inner: Mutex::default() }
     }
 
@@ -245,29 +245,29 @@ impl Timeline {
     }
 
     /// Counts `n` operations that have no reply to time, now.
-    pub fn count(&self, op: &'static str, n: u64) {
+    pub(crate) fn count(&self, op: &'static str, n: u64) {
         self.record(op, n, None);
     }
 
     /// Counts one timed operation that has just completed.
-    pub fn latency(&self, op: &'static str, us: u64) {
+    pub(crate) fn latency(&self, op: &'static str, us: u64) {
         self.record(op, 1, Some(us));
     }
 
     /// Counts `n` operations that one request carried, timed once (the
     /// request's latency).
-    pub fn latency_of(&self, op: &'static str, n: u64, us: u64) {
+    pub(crate) fn latency_of(&self, op: &'static str, n: u64, us: u64) {
         self.record(op, n, Some(us));
     }
 
     /// The whole run of one operation (zero if it never happened).
-    pub fn op(&self, op: &'static str) -> Op {
+    pub(crate) fn op(&self, op: &'static str) -> Op {
         let inner = self.inner.lock().expect("timeline lock");
         inner.totals.get(op).cloned().unwrap_or_else(|| Op::counted(0))
     }
 
     /// Every second from the origin to the last one recorded.
-    pub fn rows(&self) -> Vec<BTreeMap<&'static str, Stat>> {
+    pub(crate) fn rows(&self) -> Vec<BTreeMap<&'static str, Stat>> {
         let inner = self.inner.lock().expect("timeline lock");
         inner
             .seconds
@@ -290,7 +290,7 @@ impl Timeline {
     }
 
     /// `[{t_s, ops: {name: {count, p50_us, p99_us, max_us}}}]`.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let rows = self.rows().into_iter().enumerate().map(|(t, ops)| {
             let ops: Map<String, Value> = ops
                 .into_iter()

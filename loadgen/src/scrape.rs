@@ -59,7 +59,7 @@ fn parse(text: &str) -> Daemon {
 }
 
 /// The body of the daemon's `/metrics` from its admin listener at `admin`.
-pub async fn metrics(admin: SocketAddr) -> Result<String> {
+pub(crate) async fn metrics(admin: SocketAddr) -> Result<String> {
     let get = async {
         let mut stream = TcpStream::connect(admin).await?;
         stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
@@ -81,14 +81,14 @@ async fn fetch(admin: SocketAddr) -> Result<Daemon> {
 }
 
 /// Counters taken before the run, to subtract at the end.
-pub struct UdpWatch {
+pub(crate) struct UdpWatch {
     admin: SocketAddr,
     daemon: Option<Daemon>,
     kernel: Option<UdpCounters>,
 }
 
 impl UdpWatch {
-    pub async fn start(admin: SocketAddr) -> Self {
+    pub(crate) async fn start(admin: SocketAddr) -> Self {
         let daemon =
             fetch(admin).await.inspect_err(|e| eprintln!("warning: no UDP figures from {admin}/metrics: {e:#}")).ok();
         Self { admin, daemon, kernel: procstat::udp_counters().ok() }
@@ -97,7 +97,7 @@ impl UdpWatch {
     /// Adds what changed since [`UdpWatch::start`] to `extra`:
     /// `udp_applied`, `udp_dropped` and `udp_dropped_<reason>` from the
     /// daemon, `udp_kernel_rcvbuf_errors` and `udp_kernel_in_errors`.
-    pub async fn finish(self, extra: &mut BTreeMap<&'static str, f64>) {
+    pub(crate) async fn finish(self, extra: &mut BTreeMap<&'static str, f64>) {
         if let Some(before) = self.daemon {
             let addr = self.admin;
             match fetch(addr).await {

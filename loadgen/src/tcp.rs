@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use heartline::auth::{Keyring, Subject};
-use heartline::protocol::*;
+use heartline_proto::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -32,9 +32,9 @@ use crate::progress;
 use crate::report::{Op, Report, Server, Timeline};
 
 /// Connections this mode opens at most (the fd limit is 20,000 for both processes).
-pub const MAX_CLIENTS: u64 = 19_000;
+pub(crate) const MAX_CLIENTS: u64 = 19_000;
 
-pub struct Params {
+pub(crate) struct Params {
     pub addr: SocketAddr,
     pub clients: u64,
     pub interval: Duration,
@@ -52,7 +52,7 @@ pub struct Params {
 
 /// What the clients of a tcp- or udp-mode run count as they go.
 #[derive(Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub heartbeats: AtomicU64,
     /// Wire bytes of those heartbeats.
     pub bytes: AtomicU64,
@@ -61,7 +61,7 @@ pub struct Counters {
 
 impl Counters {
     /// Counts an error, printing the first ten.
-    pub fn error(&self, what: impl std::fmt::Display) {
+    pub(crate) fn error(&self, what: impl std::fmt::Display) {
         if self.errors.fetch_add(1, Relaxed) < 10 {
             eprintln!("error: {what}");
         }
@@ -69,13 +69,13 @@ impl Counters {
 }
 
 /// A client connection past WELCOME.
-pub type ClientConn = Framed<TcpStream, MessageCodec>;
+pub(crate) type ClientConn = Framed<TcpStream, MessageCodec>;
 
 /// Connects as client `user` (HELLO with its token, asking for UDP
 /// credentials if `want_udp`) and waits for its WELCOME. On loopback the
 /// source address is 127.0.0.1–127.0.0.254 by `source`: a million
 /// connections run out of neither ephemeral ports nor the daemon's per-IP cap.
-pub async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
     keyring: &Keyring,
     user: u64,
@@ -101,7 +101,7 @@ pub async fn connect(
 /// The ramp-up: every client connected and welcomed, `handshakes` at a
 /// time, each timed as `connect_auth`. Returns the
 /// connections in client order and the ramp's length in seconds.
-pub async fn connect_all(p: &Arc<Params>, want_udp: bool) -> Result<(Vec<(ClientConn, Welcome)>, f64)> {
+pub(crate) async fn connect_all(p: &Arc<Params>, want_udp: bool) -> Result<(Vec<(ClientConn, Welcome)>, f64)> {
     if p.clients > MAX_CLIENTS {
         bail!("this mode holds one TCP connection per client: at most {MAX_CLIENTS} (the fd limit is 20,000)");
     }
@@ -134,7 +134,7 @@ pub async fn connect_all(p: &Arc<Params>, want_udp: bool) -> Result<(Vec<(Client
 }
 
 /// Sends BYE, so the session ends at once rather than after a grace window.
-pub async fn bye(write: &mut OwnedWriteHalf) -> std::io::Result<()> {
+pub(crate) async fn bye(write: &mut OwnedWriteHalf) -> std::io::Result<()> {
     let mut frame = BytesMut::new();
     // BYE has no body: encoding it cannot fail.
     let _ = MessageCodec::default().encode(&Message::Bye, &mut frame);
@@ -143,7 +143,7 @@ pub async fn bye(write: &mut OwnedWriteHalf) -> std::io::Result<()> {
 
 /// Whether what a client connection read ends it: ERROR, GOAWAY, a bad
 /// frame or the end of the stream (the daemon sends nothing else unasked).
-pub fn ends_client(msg: &Option<Result<Message, FrameError>>) -> bool {
+pub(crate) fn ends_client(msg: &Option<Result<Message, FrameError>>) -> bool {
     !matches!(msg, Some(Ok(m)) if !matches!(m, Message::Error { .. } | Message::Goaway { .. }))
 }
 
@@ -212,7 +212,7 @@ async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase
     let _ = bye(&mut write).await;
 }
 
-pub async fn run(p: Params) -> Result<Report> {
+pub(crate) async fn run(p: Params) -> Result<Report> {
     let p = Arc::new(p);
     let before = sample(p.server_pid)?;
     let (conns, ramp_s) = connect_all(&p, false).await?;
@@ -257,7 +257,7 @@ pub async fn run(p: Params) -> Result<Report> {
 /// ramp-up of `ramp_s`: `heartbeat` and `connect_auth`, the ramp's rate, and
 /// the server's figures (`samples`: before the ramp, after it, at the end)
 /// per heartbeat and per client. The mode adds its own ops and `extra`.
-pub fn report(
+pub(crate) fn report(
     p: &Params,
     mode: &str,
     counters: &Counters,

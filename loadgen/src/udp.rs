@@ -25,8 +25,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use heartline::protocol::udp::{self, Key};
-use heartline::protocol::BatchEntry;
+use heartline_proto::udp::{self, Key};
+use heartline_proto::BatchEntry;
 use quinn_udp::{Transmit, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -40,33 +40,33 @@ use crate::tcp::{self, ends_client, Counters};
 
 /// Sending sockets in udp mode: several source ports, so the daemon's
 /// SO_REUSEPORT sockets (one per worker) all get a share.
-pub const SOCKETS: usize = 4;
+pub(crate) const SOCKETS: usize = 4;
 /// Datagrams due within one tick go out together.
-pub const TICK: Duration = Duration::from_millis(10);
+pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// The largest datagram sent: SPEC.md §8.7's unfragmented size on a
 /// 1,500-byte MTU (a gateway batch is split to fit).
-pub const MAX_DATAGRAM: usize = 1_452;
+pub(crate) const MAX_DATAGRAM: usize = 1_452;
 /// Bytes in one GSO send at most (the kernel's limit is 64 KiB with headers).
 const MAX_GSO_BYTES: usize = 60_000;
 
 /// Datagrams laid end to end, to be sent together.
 #[derive(Default)]
-pub struct Datagrams {
+pub(crate) struct Datagrams {
     buf: BytesMut,
     lens: Vec<usize>,
 }
 
 impl Datagrams {
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.buf.clear();
         self.lens.clear();
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.lens.len()
     }
 
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.buf.len()
     }
 
@@ -80,7 +80,7 @@ impl Datagrams {
     /// Appends `entries` (ascending ids) as gateway BATCH datagrams of at
     /// most [`MAX_DATAGRAM`] bytes, halving the entries until each fits;
     /// every datagram takes the next `seq`.
-    pub fn batches(&mut self, key: &Key, gateway: u64, seq: &mut u32, entries: &[BatchEntry]) -> Result<()> {
+    pub(crate) fn batches(&mut self, key: &Key, gateway: u64, seq: &mut u32, entries: &[BatchEntry]) -> Result<()> {
         let start = self.buf.len();
         // A sender must not wrap its sequence number (§8.3).
         let next = seq.checked_add(1).context("the UDP sequence space is used up")?;
@@ -100,14 +100,14 @@ impl Datagrams {
 
 /// One UDP socket towards the daemon, sending with GSO: a run of
 /// equal-sized datagrams (the last may be shorter) is one system call.
-pub struct Sender {
+pub(crate) struct Sender {
     socket: UdpSocket,
     state: UdpSocketState,
     dest: SocketAddr,
 }
 
 impl Sender {
-    pub async fn bind(dest: SocketAddr) -> Result<Self> {
+    pub(crate) async fn bind(dest: SocketAddr) -> Result<Self> {
         let local: SocketAddr =
             if dest.ip().is_loopback() { ([127, 0, 0, 1], 0).into() } else { ([0, 0, 0, 0], 0).into() };
         let socket = UdpSocket::bind(local).await.context("binding a UDP socket")?;
@@ -117,7 +117,7 @@ impl Sender {
 
     /// Sends every datagram of `d`; returns how many could not be sent and
     /// the first error.
-    pub async fn send(&self, d: &Datagrams) -> (usize, Option<io::Error>) {
+    pub(crate) async fn send(&self, d: &Datagrams) -> (usize, Option<io::Error>) {
         let (mut failed, mut first) = (0, None);
         let max_segments = self.state.max_gso_segments().max(1);
         let (mut i, mut offset) = (0, 0);
@@ -158,7 +158,7 @@ impl Sender {
 
 /// What udp mode needs: the tcp mode's parameters (the handshakes are the
 /// same, with `want_udp`), and where to read the daemon's UDP counters.
-pub struct Params {
+pub(crate) struct Params {
     pub tcp: tcp::Params,
     pub admin: SocketAddr,
 }
@@ -219,7 +219,7 @@ async fn send_loop(
 /// `until`, then says BYE; anything the daemon sends unasked is an error.
 async fn hold(conn: tcp::ClientConn, until: Instant, counters: Arc<Counters>) {
     let (read, mut write) = conn.into_parts().io.into_split();
-    let mut incoming = tokio_util::codec::FramedRead::new(read, heartline::protocol::MessageCodec::default());
+    let mut incoming = tokio_util::codec::FramedRead::new(read, heartline_proto::MessageCodec::default());
     loop {
         match tokio::time::timeout_at(until, incoming.next()).await {
             Err(_) => break,
@@ -233,7 +233,7 @@ async fn hold(conn: tcp::ClientConn, until: Instant, counters: Arc<Counters>) {
     let _ = tcp::bye(&mut write).await;
 }
 
-pub async fn run(p: Params) -> Result<Report> {
+pub(crate) async fn run(p: Params) -> Result<Report> {
     let Params { tcp: tp, admin } = p;
     let p = Arc::new(tp);
     let before = sample(p.server_pid)?;
@@ -288,7 +288,7 @@ pub async fn run(p: Params) -> Result<Report> {
 
 #[cfg(test)]
 mod tests {
-    use heartline::protocol::udp::{parse, Body, ReplayWindow};
+    use heartline_proto::udp::{parse, Body, ReplayWindow};
 
     use super::*;
 

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{config, daemon, loadgen, loadgen_async, Redis};
-use heartline::feed::Strategy;
 use heartline::store::Durability;
+use heartline_core::feed::Strategy;
 
 const USERS: usize = 2_000;
 

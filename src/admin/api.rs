@@ -17,9 +17,9 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 
 use super::{json, text, Body};
-use crate::presence::Viewer;
-use crate::protocol::{PresenceEntry, Stats};
 use crate::server::{now_ms, Shared};
+use heartline_core::presence::Viewer;
+use heartline_proto::{PresenceEntry, Stats};
 
 /// Most ids one query may name, as one QUERY frame (SPEC.md limits).
 pub const MAX_QUERY: usize = 1_000;

@@ -9,11 +9,11 @@
 
 use std::fmt::Write;
 
-use crate::protocol::udp::DropReason;
-use crate::protocol::ErrorCode;
 use crate::server::metrics::{CloseReason, Counter, Histogram, BUCKETS_US};
 use crate::server::net::Refused;
 use crate::server::Shared;
+use heartline_proto::udp::DropReason;
+use heartline_proto::ErrorCode;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -17,8 +17,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::presence::PresenceConfig;
-use crate::protocol::limits;
+use heartline_core::presence::PresenceConfig;
+use heartline_proto::limits;
 
 /// Everything `heartline serve` can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -140,7 +140,7 @@ impl Default for Auth {
 pub struct Feed {
     /// How home timelines are built: `pull`, `push` (fanout on write) or
     /// `hybrid` (push for ordinary authors, pull for celebrities).
-    pub strategy: crate::feed::Strategy,
+    pub strategy: heartline_core::feed::Strategy,
     /// Largest post payload accepted, in bytes (the protocol allows 65,536).
     pub max_payload: usize,
     /// Items kept per home inbox.
@@ -167,7 +167,7 @@ pub struct Feed {
 
 impl Default for Feed {
     fn default() -> Self {
-        let feed = crate::feed::FeedConfig::default();
+        let feed = heartline_core::feed::FeedConfig::default();
         Self {
             strategy: feed.strategy,
             max_payload: 4_096,
@@ -291,7 +291,7 @@ impl Config {
         if self.feed.max_payload > limits::MAX_PAYLOAD {
             return invalid("feed.max_payload must be at most 65536");
         }
-        if self.feed.node > crate::feed::MAX_NODE {
+        if self.feed.node > heartline_core::feed::MAX_NODE {
             return invalid("feed.node must be at most 1023");
         }
         if self.feed.inbox_cap == 0 || self.feed.hot_items == 0 {
@@ -327,9 +327,9 @@ impl Config {
     }
 
     /// The feed engine's view of these settings.
-    pub fn feed(&self) -> crate::feed::FeedConfig {
+    pub fn feed(&self) -> heartline_core::feed::FeedConfig {
         let f = &self.feed;
-        crate::feed::FeedConfig {
+        heartline_core::feed::FeedConfig {
             strategy: f.strategy,
             inbox_cap: f.inbox_cap,
             celebrity_followers: f.celebrity_followers,
@@ -337,7 +337,7 @@ impl Config {
             hot_items: f.hot_items,
             hot_window_ms: f.hot_window.as_millis() as u64,
             max_following: f.max_following,
-            ..crate::feed::FeedConfig::default()
+            ..heartline_core::feed::FeedConfig::default()
         }
     }
 

@@ -4,7 +4,7 @@
 //! Owns the command-line grammar of `ctl`, and how results and errors are
 //! shown: readable lines by default, JSON (the protocol types' serde form)
 //! with `--json`. It must not speak the protocol itself: everything goes
-//! through [`crate::client`]. Errors are typed ([`CtlError`]); the binary
+//! through [`heartline_client`]. Errors are typed ([`CtlError`]); the binary
 //! turns them into a message and an exit code.
 
 use std::io::Write;
@@ -14,8 +14,8 @@ use clap::{Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::client::{Backoff, Client, ClientConfig, ClientError, State};
-use crate::protocol::{Cursor, Item, PresenceEntry, Role, Stats, Status};
+use heartline_client::{Backoff, Client, ClientConfig, ClientError, State};
+use heartline_proto::{Cursor, Item, PresenceEntry, Role, Stats, Status};
 
 /// `heartline ctl`.
 #[derive(clap::Args, Debug)]

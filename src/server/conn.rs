@@ -19,7 +19,7 @@ use super::metrics::CloseReason;
 use super::net::{Refused, Slot};
 use super::outbox::{error, Batch, Outbox};
 use super::{now_ms, Shared};
-use crate::protocol::{encode_frame, ErrorCode, FrameCodec, FrameError, Message};
+use heartline_proto::{encode_frame, ErrorCode, FrameCodec, FrameError, Message};
 
 /// A read buffer starts this small, and is shrunk back once a large frame is done.
 const READ_BUFFER: usize = 512;

@@ -16,10 +16,10 @@ use tokio::sync::mpsc;
 
 use super::outbox::{error, Outbox};
 use super::{now_ms, Shared};
-use crate::feed::page::Bounds;
-use crate::feed::{ColdQuery, Fanout, Post, Strategy};
-use crate::protocol::{limits, ErrorCode, GraphOp, Item, Message, Source};
 use crate::store::{Edge, Order, Store, StoredPost};
+use heartline_core::feed::page::Bounds;
+use heartline_core::feed::{ColdQuery, Fanout, Post, Strategy};
+use heartline_proto::{limits, ErrorCode, GraphOp, Item, Message, Source};
 
 /// Feed requests one connection may have queued.
 const REQUESTS_IN_FLIGHT: usize = 256;
@@ -281,7 +281,7 @@ async fn timeline(
     user: u64,
     req: u64,
     source: Source,
-    cursor: &crate::protocol::Cursor,
+    cursor: &heartline_proto::Cursor,
     limit: usize,
 ) -> Message {
     let feed = &shared.feed;

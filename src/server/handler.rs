@@ -15,9 +15,9 @@ use super::outbox::{error, Outbox};
 use super::rate::Bucket;
 use super::Shared;
 use crate::auth::{Subject, UdpPeer};
-use crate::presence::{Change, SessionError, SessionId, Viewer};
-use crate::protocol::codec::types;
-use crate::protocol::{
+use heartline_core::presence::{Change, SessionError, SessionId, Viewer};
+use heartline_proto::codec::types;
+use heartline_proto::{
     Batch, DecodeError, ErrorCode, HeartbeatState, Hello, Message, OpenEntry, Role, Status, Text, Welcome, VERSION,
 };
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::net::Refused;
-use crate::protocol::udp::DropReason;
-use crate::protocol::ErrorCode;
+use heartline_proto::udp::DropReason;
+use heartline_proto::ErrorCode;
 
 #[derive(Default, Debug)]
 pub struct Counter(AtomicU64);

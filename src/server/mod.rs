@@ -2,7 +2,7 @@
 //!
 //! Owns sockets, tasks, the clock and the order of startup and shutdown.
 //! It decides nothing about presence or the protocol itself: frames go to
-//! [`handler`], state to [`crate::presence`], bytes to [`crate::protocol`].
+//! [`handler`], state to [`heartline_core::presence`], bytes to [`heartline_proto`].
 //!
 //! Tasks: one accept loop; per connection a read loop ([`conn`]) and a
 //! write task; one UDP receive loop per worker ([`udp`]); one ticker that
@@ -38,12 +38,14 @@ use dashmap::DashMap;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Secret, UdpKeys, UdpPeer};
+use crate::auth::{UdpKeys, UdpPeer};
 use crate::config::Config;
-use crate::presence::{entry_for, Change, Presence, PresenceConfig, SessionError, SessionId, View, Viewer, TICK_MS};
-use crate::protocol::udp::ReplayWindow;
-use crate::protocol::{BatchEntry, ErrorCode, GoawayReason, Message, PresenceEntry, Stats, Status};
 use crate::store::{Store, StoreError};
+use heartline_core::presence::{
+    entry_for, Change, Presence, PresenceConfig, SessionError, SessionId, View, Viewer, TICK_MS,
+};
+use heartline_proto::udp::ReplayWindow;
+use heartline_proto::{BatchEntry, ErrorCode, GoawayReason, Message, PresenceEntry, Stats, Status};
 use metrics::Metrics;
 use outbox::{error, Outbox};
 
@@ -100,7 +102,7 @@ pub struct Shared {
     pub limits: reload::Limits,
     pub udp_keys: UdpKeys,
     /// Posts, the social graph (also presence's block list) and timelines.
-    pub feed: crate::feed::Feed,
+    pub feed: heartline_core::feed::Feed,
     /// Group commit of posts.
     pub committer: crate::store::Committer,
     /// Users with LIVE on, and their connections.
@@ -151,7 +153,7 @@ impl Shared {
         let view = change.view();
         for conn in &change.watchers {
             if let Some(entry) = self.conns.get(conn) {
-                if crate::presence::blocked(entry.viewer, change.user, &self.feed) {
+                if heartline_core::presence::blocked(entry.viewer, change.user, &self.feed) {
                     continue;
                 }
                 self.metrics.watch_events.inc();
@@ -244,7 +246,7 @@ fn create_dir(path: &Path) -> Result<(), StartError> {
 /// Opens the data dir, binds the sockets and starts every task.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     create_dir(&config.data_dir)?;
-    let secret = Secret::load_or_create(&config.data_dir.join("secret")).map_err(StartError::Secret)?;
+    let secret = crate::auth::load_or_create_secret(&config.data_dir.join("secret")).map_err(StartError::Secret)?;
     let store = Store::open(&config.data_dir.join("store"), config.store.durability)?;
     let udp_keys = UdpKeys::generate().map_err(StartError::Secret)?;
     // Under socket activation systemd holds the sockets across restarts; `config.listen` and `config.udp` are unused then.
@@ -274,7 +276,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         keyring: reload::Keys::new(secret),
         limits: reload::Limits::new(&config.limits, net::connection_ceiling()),
         udp_keys,
-        feed: crate::feed::Feed::new(config.feed(), config.feed.node),
+        feed: heartline_core::feed::Feed::new(config.feed(), config.feed.node),
         committer: crate::store::Committer::start(store.clone()),
         live: DashMap::new(),
         fanout: feed::FanoutQueue::new(),

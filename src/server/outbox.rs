@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use indexmap::IndexMap;
 use tokio::sync::Notify;
 
-use crate::protocol::{limits, ErrorCode, Message, PresenceEntry, Text};
+use heartline_proto::{limits, ErrorCode, Message, PresenceEntry, Text};
 
 #[derive(Default)]
 struct Queue {
@@ -159,7 +159,7 @@ pub fn error(req: u64, code: ErrorCode, message: &'static str) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Status;
+    use heartline_proto::Status;
 
     fn entry(user: u64, version: u64) -> PresenceEntry {
         PresenceEntry { user, status: Status::Online, version, last_seen_ms: 0, text: Text::default() }

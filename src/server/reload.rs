@@ -233,7 +233,7 @@ pub fn reload(shared: &Shared, applied: &Config, next: &Config) {
     // secret must find the new limits too (the reload is one event to it).
     shared.limits.set(&next.limits);
     let now_s = now_ms() / 1000;
-    match Secret::load(&shared.config.data_dir.join("secret")) {
+    match crate::auth::load_secret(&shared.config.data_dir.join("secret")) {
         Ok(secret) => match shared.keyring.rotate(secret, next.auth.rotation_window, now_s) {
             Some((old, new)) => tracing::info!(
                 previous = %old,
@@ -313,7 +313,7 @@ mod tests {
     }
 
     fn secret(dir: &std::path::Path, name: &str) -> Secret {
-        Secret::load_or_create(&dir.join(name)).unwrap()
+        crate::auth::load_or_create_secret(&dir.join(name)).unwrap()
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 
 use super::{now_ms, Shared};
 use crate::auth::UdpPeer;
-use crate::protocol::udp::{self, Body, DropReason};
+use heartline_proto::udp::{self, Body, DropReason};
 
 /// Datagrams taken per system call.
 const BATCH: usize = 32;

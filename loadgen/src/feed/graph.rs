@@ -10,7 +10,7 @@
 //! has ~10⁵ followers and the median user a handful.
 
 /// Share of all users following each celebrity.
-pub const CELEBRITY_SHARES: [f64; 3] = [0.95, 0.93, 0.92];
+pub(super) const CELEBRITY_SHARES: [f64; 3] = [0.95, 0.93, 0.92];
 /// Follows a user makes besides the celebrities: the minimum…
 const MIN_FOLLOWS: f64 = 5.0;
 /// …plus an exponential of this mean.
@@ -18,7 +18,7 @@ const MEAN_EXTRA_FOLLOWS: f64 = 15.0;
 /// At most this many follows per user, celebrities included: under the
 /// protocol's 256 feed requests in flight per connection, so a user's
 /// follows go out in one pipelined write.
-pub const MAX_FOLLOWS: usize = 250;
+pub(super) const MAX_FOLLOWS: usize = 250;
 /// Offset of the follow law: flattens the head below the celebrities.
 const FOLLOW_OFFSET: f64 = 10.0;
 /// Offset of the posting law: popular accounts post more often than others,
@@ -39,7 +39,7 @@ impl Adjacency {
 }
 
 /// Who follows whom, both ways, by user index (user id − 1).
-pub struct Graph {
+pub(crate) struct Graph {
     following: Adjacency,
     followers: Adjacency,
 }
@@ -53,7 +53,7 @@ fn power_law(rng: &mut fastrand::Rng, ranks: usize, offset: f64) -> usize {
 }
 
 /// The number of celebrities among `n` users: none in very small graphs.
-pub fn celebrities(n: usize) -> usize {
+pub(super) fn celebrities(n: usize) -> usize {
     if n >= 100 {
         CELEBRITY_SHARES.len()
     } else {
@@ -64,7 +64,7 @@ pub fn celebrities(n: usize) -> usize {
 impl Graph {
     /// Generates the graph of `n` users (n ≥ 2) for `seed`, also capping each
     /// user's follows at `max_following` (the daemon's limit).
-    pub fn generate(n: usize, seed: u64, max_following: usize) -> Self {
+    pub(crate) fn generate(n: usize, seed: u64, max_following: usize) -> Self {
         assert!((2..=u32::MAX as usize).contains(&n), "2 ≤ users ≤ 2^32");
         let cap = max_following.min(MAX_FOLLOWS);
         let celebs = celebrities(n);
@@ -101,26 +101,26 @@ impl Graph {
         Self { following, followers }
     }
 
-    pub fn users(&self) -> usize {
+    pub(crate) fn users(&self) -> usize {
         self.following.offsets.len() - 1
     }
 
-    pub fn edges(&self) -> usize {
+    pub(crate) fn edges(&self) -> usize {
         self.following.targets.len()
     }
 
     /// The indices `index` follows.
-    pub fn following(&self, index: usize) -> &[u32] {
+    pub(crate) fn following(&self, index: usize) -> &[u32] {
         self.following.of(index)
     }
 
     /// The indices following `index`.
-    pub fn followers(&self, index: usize) -> &[u32] {
+    pub(crate) fn followers(&self, index: usize) -> &[u32] {
         self.followers.of(index)
     }
 
     /// A post's author by the posting law (celebrities included).
-    pub fn author(&self, rng: &mut fastrand::Rng) -> usize {
+    pub(crate) fn author(&self, rng: &mut fastrand::Rng) -> usize {
         power_law(rng, self.users(), POST_OFFSET)
     }
 }

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use heartline::auth::Keyring;
-use heartline::protocol::*;
+use heartline_proto::*;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
@@ -40,7 +40,7 @@ use crate::scrape;
 use crate::tcp::{self, ClientConn as Conn};
 
 /// Users whose follows are being loaded at once (connections open at once).
-pub const SETUP_CONNS: usize = 512;
+pub(crate) const SETUP_CONNS: usize = 512;
 /// Post connections open at once at most (they live for one post each).
 const POST_CONNS: usize = 2_000;
 /// How long before its deadline a post's connection is opened.
@@ -49,7 +49,7 @@ const POST_LEAD: Duration = Duration::from_millis(200);
 const CONNECTING: usize = 64;
 
 /// What a heartline run needs besides [`Params`].
-pub struct Target {
+pub(crate) struct Target {
     pub addr: SocketAddr,
     pub keyring: Keyring,
     /// The admin listener, for the daemon's fanout figures (optional).
@@ -117,7 +117,7 @@ async fn follow_all(t: &Target, graph: &Graph, u: usize) -> Result<u64> {
 }
 
 /// Loads the graph into the daemon; prints and returns the follow rate.
-pub async fn setup(t: &Arc<Target>, w: &Arc<Workload>, extra: &mut BTreeMap<&'static str, f64>) -> Result<()> {
+pub(crate) async fn setup(t: &Arc<Target>, w: &Arc<Workload>, extra: &mut BTreeMap<&'static str, f64>) -> Result<()> {
     let (graph, users) = (&w.graph, w.graph.users());
     eprintln!("setup: {} follows of {users} users, {SETUP_CONNS} connections at once", graph.edges());
     let next = Arc::new(AtomicU64::new(0));
@@ -222,14 +222,14 @@ async fn post(t: Arc<Target>, w: Arc<Workload>, k: usize, start: Instant, tracke
 /// `heartline_fanout_lag_seconds` (upper bound in µs, cumulative count),
 /// and the inserts counter.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct DaemonFanout {
+pub(crate) struct DaemonFanout {
     pub lag_buckets: Vec<(f64, u64)>,
     pub lag_sum_s: f64,
     pub inserts: u64,
 }
 
 impl DaemonFanout {
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let mut out = Self::default();
         for line in text.lines() {
             let Some((name, value)) = line.rsplit_once(' ') else { continue };
@@ -249,7 +249,7 @@ impl DaemonFanout {
 
     /// Figures of what happened between `self` (before) and `after`: the
     /// bucket bound under which quantile `q` lies, the mean, the inserts.
-    pub fn since(&self, after: &Self, extra: &mut BTreeMap<&'static str, f64>) {
+    pub(crate) fn since(&self, after: &Self, extra: &mut BTreeMap<&'static str, f64>) {
         let count_at = |i: usize| after.lag_buckets[i].1 - self.lag_buckets.get(i).map_or(0, |b| b.1);
         let total = if after.lag_buckets.is_empty() { 0 } else { count_at(after.lag_buckets.len() - 1) };
         extra.insert("daemon_fanout_count", total as f64);
@@ -280,7 +280,7 @@ async fn scrape(admin: Option<SocketAddr>) -> Option<DaemonFanout> {
     }
 }
 
-pub async fn run(p: Params, t: Target, workload: Workload) -> Result<Report> {
+pub(crate) async fn run(p: Params, t: Target, workload: Workload) -> Result<Report> {
     let (p, t, w) = (Arc::new(p), Arc::new(t), Arc::new(workload));
     let errors = Arc::new(Errors::default());
     let mut extra = BTreeMap::new();

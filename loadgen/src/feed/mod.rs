@@ -9,8 +9,8 @@
 //! tracker and the report. It must not talk to a server itself.
 
 mod graph;
-pub mod heartline;
-pub mod redis;
+pub(crate) mod heartline;
+pub(crate) mod redis;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -22,13 +22,13 @@ use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-pub use graph::Graph;
+pub(crate) use graph::Graph;
 
 use crate::report::{histogram, Op, Report, Server};
 
 /// `heartline-loadgen feed`.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The daemon's TCP address.
     #[arg(long, default_value = "127.0.0.1:7400")]
     addr: SocketAddr,
@@ -72,13 +72,13 @@ pub struct Args {
 }
 
 impl Args {
-    pub fn json(&self) -> Option<PathBuf> {
+    pub(crate) fn json(&self) -> Option<PathBuf> {
         self.common.json.clone()
     }
 }
 
 /// Runs the scenario: generates the graph, plans, and drives the target.
-pub fn main(a: Args) -> Result<Report> {
+pub(crate) fn main(a: Args) -> Result<Report> {
     if a.users < 2 || a.posts_per_s <= 0.0 || a.reads_per_s <= 0.0 || a.readers == 0 {
         bail!("--users must be at least 2; --posts-per-s, --reads-per-s and --readers positive");
     }
@@ -119,16 +119,16 @@ pub fn main(a: Args) -> Result<Report> {
 }
 
 /// Items per page read, as the reference's `ZREVRANGE … 0 49`.
-pub const PAGE: usize = 50;
+pub(crate) const PAGE: usize = 50;
 /// Share of reads that page further back from the reader's previous page.
 const CURSOR_SHARE: f64 = 0.2;
 /// Bytes of every post: the post's number, then filler.
 const PAYLOAD_BYTES: usize = 100;
 /// How long to wait for fanouts still under way after the last post.
-pub const DRAIN: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN: Duration = Duration::from_secs(30);
 
 /// What a feed run needs, whatever the target.
-pub struct Params {
+pub(crate) struct Params {
     pub users: usize,
     /// The daemon's `[feed] strategy` (a label: the daemon decides).
     pub strategy: String,
@@ -147,7 +147,7 @@ pub struct Params {
 
 /// One post of the schedule.
 #[derive(Clone, Copy, Debug)]
-pub struct Planned {
+pub(crate) struct Planned {
     /// Offset from the start of the run.
     pub at: Duration,
     /// Author's user index.
@@ -155,7 +155,7 @@ pub struct Planned {
 }
 
 /// The run, decided in advance from the seed.
-pub struct Workload {
+pub(crate) struct Workload {
     pub graph: Graph,
     pub posts: Vec<Planned>,
     /// User indices of the reader connections.
@@ -167,12 +167,12 @@ pub struct Workload {
 }
 
 /// User id of a user index.
-pub fn user_id(index: usize) -> u64 {
+pub(crate) fn user_id(index: usize) -> u64 {
     index as u64 + 1
 }
 
 impl Workload {
-    pub fn plan(p: &Params, graph: Graph) -> Self {
+    pub(crate) fn plan(p: &Params, graph: Graph) -> Self {
         let mut rng = fastrand::Rng::with_seed(p.seed);
         let count = (p.posts_per_s * p.duration.as_secs_f64()) as usize;
         let step = Duration::from_secs_f64(1.0 / p.posts_per_s.max(f64::MIN_POSITIVE));
@@ -209,14 +209,14 @@ impl Workload {
     }
 
     /// When reader `i` reads: its first deadline and the interval.
-    pub fn read_plan(&self, p: &Params, i: usize) -> (Duration, Duration) {
+    pub(crate) fn read_plan(&self, p: &Params, i: usize) -> (Duration, Duration) {
         let per_reader = p.reads_per_s / self.readers.len().max(1) as f64;
         let interval = Duration::from_secs_f64(1.0 / per_reader.max(1e-9));
         (interval.mul_f64(i as f64 / self.readers.len().max(1) as f64), interval)
     }
 
     /// Prints what the graph and the schedule look like.
-    pub fn describe(&self) {
+    pub(crate) fn describe(&self) {
         let g = &self.graph;
         let celebs: Vec<usize> = (0..graph::celebrities(g.users())).map(|c| g.followers(c).len()).collect();
         let fanout: usize = self.posts.iter().map(|p| g.followers(p.author).len()).sum();
@@ -239,25 +239,25 @@ impl Workload {
 }
 
 /// A post's payload: its number in the schedule, then filler.
-pub fn payload(k: usize) -> Vec<u8> {
+pub(crate) fn payload(k: usize) -> Vec<u8> {
     let mut p = vec![b'.'; PAYLOAD_BYTES];
     p[..8].copy_from_slice(&(k as u64).to_be_bytes());
     p
 }
 
 /// The schedule number a payload names, if it is one of ours.
-pub fn post_number(payload: &[u8]) -> Option<usize> {
+pub(crate) fn post_number(payload: &[u8]) -> Option<usize> {
     (payload.len() == PAYLOAD_BYTES).then(|| u64::from_be_bytes(payload[..8].try_into().unwrap_or_default()) as usize)
 }
 
 /// Whether a read pages back from `previous` (the oldest id of the reader's last page).
-pub fn cursor(rng: &mut fastrand::Rng, previous: Option<u64>) -> Option<u64> {
+pub(crate) fn cursor(rng: &mut fastrand::Rng, previous: Option<u64>) -> Option<u64> {
     previous.filter(|_| rng.f64() < CURSOR_SHARE)
 }
 
 /// Per post: when it was sent and when its observers saw it (µs since the
 /// tracker's start, 0 = not yet), shared by every task.
-pub struct Tracker {
+pub(crate) struct Tracker {
     start: Instant,
     sent: Vec<AtomicU64>,
     last_seen: Vec<AtomicU64>,
@@ -266,7 +266,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(expected: Vec<u32>) -> Self {
+    pub(crate) fn new(expected: Vec<u32>) -> Self {
         let n = expected.len();
         Self {
             start: Instant::now(),
@@ -282,12 +282,12 @@ impl Tracker {
     }
 
     /// Post `k` was sent (or was due) at `at`.
-    pub fn sent(&self, k: usize, at: Instant) {
+    pub(crate) fn sent(&self, k: usize, at: Instant) {
         self.sent[k].store(at.saturating_duration_since(self.start).as_micros() as u64 + 1, Relaxed);
     }
 
     /// One follower has the post (a push arrived, or its inbox write is done).
-    pub fn seen(&self, k: usize) {
+    pub(crate) fn seen(&self, k: usize) {
         if k < self.expected.len() {
             self.last_seen[k].fetch_max(self.now_us(), Relaxed);
             self.seen[k].fetch_add(1, Relaxed);
@@ -295,13 +295,13 @@ impl Tracker {
     }
 
     /// Whether every watched post reached all its followers.
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         (0..self.expected.len()).all(|k| self.seen[k].load(Relaxed) >= self.expected[k])
     }
 
     /// Post sent → the last watching follower has it, per watched post; and
     /// how many watched posts did not get there (before the drain ended).
-    pub fn fanout(&self) -> (Histogram<u64>, u64) {
+    pub(crate) fn fanout(&self) -> (Histogram<u64>, u64) {
         let mut h = histogram();
         let mut missing = 0;
         for k in 0..self.expected.len() {
@@ -320,7 +320,7 @@ impl Tracker {
 }
 
 /// What one run measured, for [`report`].
-pub struct Measured {
+pub(crate) struct Measured {
     pub target: String,
     /// heartline: the daemon's strategy; Redis: how it fans out.
     pub mode: String,
@@ -333,7 +333,7 @@ pub struct Measured {
 }
 
 /// The report of a feed run: `clients` is the number of users.
-pub fn report(p: &Params, tracker: &Tracker, mut m: Measured) -> Report {
+pub(crate) fn report(p: &Params, tracker: &Tracker, mut m: Measured) -> Report {
     let (fanout, missing) = tracker.fanout();
     m.extra.insert("fanout_watched_posts", tracker.expected.iter().filter(|&&e| e > 0).count() as f64);
     m.extra.insert("fanout_missing_after_drain", missing as f64);

@@ -29,13 +29,13 @@ use crate::redis::{command, Conn, PIPELINE};
 use crate::report::{histogram, Report, Server};
 
 /// Connections the posts are stored on.
-pub const POST_CONNS: usize = 4;
+pub(crate) const POST_CONNS: usize = 4;
 /// Connections the fanouts take turns on.
-pub const FANOUT_CONNS: usize = 16;
+pub(crate) const FANOUT_CONNS: usize = 16;
 /// Connections the reads are spread over.
-pub const READ_CONNS: usize = 32;
+pub(crate) const READ_CONNS: usize = 32;
 /// Items kept per timeline: heartline's default `[feed] inbox_cap`.
-pub const INBOX_CAP: usize = 800;
+pub(crate) const INBOX_CAP: usize = 800;
 /// Post numbers must fit under the run's id prefix.
 const MAX_POSTS: usize = 1 << 20;
 
@@ -153,7 +153,7 @@ async fn read(
     Ok(latency)
 }
 
-pub async fn run(p: Params, addr: String, w: Workload) -> Result<Report> {
+pub(crate) async fn run(p: Params, addr: String, w: Workload) -> Result<Report> {
     if w.posts.len() > MAX_POSTS {
         bail!("at most {MAX_POSTS} posts per run against Redis");
     }

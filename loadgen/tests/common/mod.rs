@@ -10,7 +10,7 @@ use heartline::server::Running;
 
 /// A daemon's config with every listener on a free loopback port and its
 /// data under `dir`.
-pub fn config(dir: &Path) -> Config {
+pub(crate) fn config(dir: &Path) -> Config {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         udp: "127.0.0.1:0".parse().unwrap(),
@@ -23,7 +23,7 @@ pub fn config(dir: &Path) -> Config {
 
 /// Starts a daemon with `config` in this process; returns it with the
 /// loadgen's `--addr` and `--data-dir` for it.
-pub async fn daemon(config: Config) -> (Running, String, String) {
+pub(crate) async fn daemon(config: Config) -> (Running, String, String) {
     let data_dir = config.data_dir.to_str().unwrap().to_owned();
     let running = heartline::server::start(config).await.unwrap();
     let addr = running.tcp.to_string();
@@ -32,7 +32,7 @@ pub async fn daemon(config: Config) -> (Running, String, String) {
 
 /// Runs the loadgen with `args` plus `--json`, fails the test if it fails,
 /// and returns the report.
-pub fn loadgen(args: &[impl AsRef<OsStr>], json: &Path) -> serde_json::Value {
+pub(crate) fn loadgen(args: &[impl AsRef<OsStr>], json: &Path) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_heartline-loadgen"))
         .args(args)
         .arg("--json")
@@ -47,15 +47,15 @@ pub fn loadgen(args: &[impl AsRef<OsStr>], json: &Path) -> serde_json::Value {
 }
 
 /// [`loadgen`] off the async runtime, so a daemon in this process keeps serving.
-pub async fn loadgen_async(args: Vec<String>, json: PathBuf) -> serde_json::Value {
+pub(crate) async fn loadgen_async(args: Vec<String>, json: PathBuf) -> serde_json::Value {
     tokio::task::spawn_blocking(move || loadgen(&args, &json)).await.unwrap()
 }
 
 /// A Redis on a free loopback port, stopped when dropped.
-pub struct Redis(pub std::process::Child, pub u16);
+pub(crate) struct Redis(pub std::process::Child, pub u16);
 
 impl Redis {
-    pub fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])

@@ -1,8 +1,7 @@
-//! Authentication for the reference server: the server secret, the signed
-//! tokens presented in HELLO, and the UDP keys handed out in WELCOME.
+//! Authentication: the server secret, the signed tokens presented in HELLO,
+//! and the UDP keys handed out in WELCOME.
 //!
-//! Sans-IO except for [`Secret::load`] and [`Secret::load_or_create`], which
-//! own the secret file. It must not decide what a verified subject may do —
+//! Sans-IO: the secret's file is the daemon's. It must not decide what a verified subject may do —
 //! whether a subject fits the role chosen in HELLO is the connection logic's
 //! job — and it never reads a clock: the caller passes the time.
 //!
@@ -26,12 +25,12 @@
 mod secret;
 mod token;
 
-pub use secret::Secret;
+pub use secret::{Secret, SECRET_LEN};
 pub use token::{from_text, to_text, Claims, Subject, MAX_GATEWAY_NAME};
 
 use hmac::Mac;
 
-use crate::protocol::ErrorCode;
+use crate::ErrorCode;
 
 /// The secrets that sign tokens.
 ///
@@ -74,7 +73,7 @@ impl UdpKeys {
 
     /// First 16 bytes of HMAC-SHA256(master, "heartline udp v1" || peer || id || owner).
     /// Called for every datagram: no allocation; the keyed state is cloned.
-    pub fn derive(&self, peer: UdpPeer, id: u64, owner: u32) -> crate::protocol::udp::Key {
+    pub fn derive(&self, peer: UdpPeer, id: u64, owner: u32) -> crate::udp::Key {
         let digest = self
             .master
             .clone()

@@ -46,7 +46,7 @@ pub use ids::{IdGenerator, MAX_NODE};
 use page::Bounds;
 
 use crate::presence::BlockList;
-use crate::protocol::{Cursor, Item};
+use heartline_proto::{Cursor, Item};
 
 /// How home timelines are built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::task::{Command, Subscriber};
-use crate::protocol::{Item, PresenceEntry};
+use heartline_proto::{Item, PresenceEntry};
 
 /// A queue a [`Mailbox`] holds.
 pub(super) trait Queue {

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 #[cfg(test)]
 use dashmap::DashMap;
 
-use crate::protocol::{PresenceEntry, Status, Text};
+use heartline_proto::{PresenceEntry, Status, Text};
 
 /// Who is looking. Gateways watch and query for many users at once, so they
 /// see what an unrelated user would.
@@ -29,15 +29,15 @@ pub trait BlockList: Send + Sync {
 /// An in-memory block list, for tests of the policy point without a graph.
 #[cfg(test)]
 #[derive(Default)]
-pub struct MemoryBlocks(DashMap<u64, HashSet<u64>>);
+pub(super) struct MemoryBlocks(DashMap<u64, HashSet<u64>>);
 
 #[cfg(test)]
 impl MemoryBlocks {
-    pub fn block(&self, blocker: u64, blocked: u64) {
+    pub(super) fn block(&self, blocker: u64, blocked: u64) {
         self.0.entry(blocker).or_default().insert(blocked);
     }
 
-    pub fn unblock(&self, blocker: u64, blocked: u64) {
+    pub(super) fn unblock(&self, blocker: u64, blocked: u64) {
         if let Some(mut set) = self.0.get_mut(&blocker) {
             set.remove(&blocked);
         }

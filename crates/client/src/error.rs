@@ -4,7 +4,7 @@
 //! failures onto it. It must not decide what to do about an error (retry,
 //! reconnect, give up): that is the connection task's job.
 
-use crate::protocol::{ErrorCode, FrameError, Text};
+use heartline_proto::{ErrorCode, FrameError, Text};
 
 /// A failed client operation.
 #[derive(Debug, thiserror::Error)]

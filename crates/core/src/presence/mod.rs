@@ -52,8 +52,8 @@ pub use privacy::{blocked, entry_for, BlockList, View, Viewer};
 pub use shard::SessionError;
 use shard::{Now, Shard, Timing};
 
-use crate::protocol::udp::ReplayWindow;
-use crate::protocol::{Status, Text};
+use heartline_proto::udp::ReplayWindow;
+use heartline_proto::{Status, Text};
 
 const SHARDS: usize = 64;
 /// Expiry resolution.

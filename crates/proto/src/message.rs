@@ -131,22 +131,22 @@ pub(crate) mod hex_bytes {
     use bytes::Bytes;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer, T: AsRef<[u8]>>(bytes: &T, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer, T: AsRef<[u8]>>(bytes: &T, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<Vec<u8>>>(d: D) -> Result<T, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<Vec<u8>>>(d: D) -> Result<T, D::Error> {
         let text = String::deserialize(d)?;
         let raw = hex::decode(text).map_err(serde::de::Error::custom)?;
         T::try_from(raw).map_err(|_| serde::de::Error::custom("wrong length"))
     }
 
     /// `Bytes` has no `TryFrom<Vec<u8>>`, only `From`.
-    pub mod shared {
-        pub use super::serialize;
+    pub(crate) mod shared {
+        pub(crate) use super::serialize;
         use super::*;
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
             super::deserialize::<D, Vec<u8>>(d).map(Bytes::from)
         }
     }

@@ -7,6 +7,7 @@
 //! client SDK); the server decodes frames itself to answer non-fatal errors.
 
 use bytes::{Buf, Bytes, BytesMut};
+#[cfg(feature = "codec")]
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::error::{DecodeError, ErrorCode};
@@ -89,11 +90,11 @@ impl Default for FrameCodec {
     }
 }
 
-impl Decoder for FrameCodec {
-    type Item = Bytes;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+impl FrameCodec {
+    /// The next whole frame (type byte and body) split off the front of
+    /// `src`, or `None` until more bytes arrive. An error is fatal for the
+    /// stream: nothing after it can be framed.
+    pub fn next_frame(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
         let prefix = &src[..src.len().min(MAX_LENGTH_PREFIX)];
         let (len, prefix_len) = match varint::get(prefix) {
             Ok((len, prefix_len)) => (len as usize, prefix_len),
@@ -117,6 +118,17 @@ impl Decoder for FrameCodec {
     }
 }
 
+#[cfg(feature = "codec")]
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        self.next_frame(src)
+    }
+}
+
+#[cfg(feature = "codec")]
 impl Encoder<&Message> for FrameCodec {
     type Error = FrameError;
 
@@ -135,20 +147,27 @@ impl MessageCodec {
     pub fn new(max_frame: usize) -> Self {
         Self { frames: FrameCodec::new(max_frame) }
     }
-}
 
-impl Decoder for MessageCodec {
-    type Item = Message;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, FrameError> {
-        match self.frames.decode(src)? {
+    /// The next whole message, or `None` until more bytes arrive.
+    pub fn next_message(&mut self, src: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+        match self.frames.next_frame(src)? {
             Some(frame) => Ok(Some(Message::decode(frame)?)),
             None => Ok(None),
         }
     }
 }
 
+#[cfg(feature = "codec")]
+impl Decoder for MessageCodec {
+    type Item = Message;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+        self.next_message(src)
+    }
+}
+
+#[cfg(feature = "codec")]
 impl Encoder<&Message> for MessageCodec {
     type Error = FrameError;
 
@@ -160,7 +179,7 @@ impl Encoder<&Message> for MessageCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::message::Heartbeat;
+    use crate::message::Heartbeat;
 
     #[test]
     fn steady_state_heartbeat_is_three_bytes() {
@@ -174,10 +193,10 @@ mod tests {
     fn splits_frames_and_waits_for_more() {
         let mut buf = BytesMut::from(&[0x02, 0x10, 0x00, 0x02, 0x10][..]);
         let mut codec = FrameCodec::default();
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), Bytes::from_static(&[0x10, 0x00]));
-        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert_eq!(codec.next_frame(&mut buf).unwrap().unwrap(), Bytes::from_static(&[0x10, 0x00]));
+        assert_eq!(codec.next_frame(&mut buf).unwrap(), None);
         buf.extend_from_slice(&[0x00]);
-        assert!(codec.decode(&mut buf).unwrap().is_some());
+        assert!(codec.next_frame(&mut buf).unwrap().is_some());
         assert!(buf.is_empty());
     }
 
@@ -185,16 +204,16 @@ mod tests {
     fn refuses_oversized_lengths_without_buffering() {
         let mut codec = FrameCodec::new(1024);
         let mut buf = BytesMut::from(&[0x81, 0x08][..]); // 1025
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge)));
+        assert!(matches!(codec.next_frame(&mut buf), Err(FrameError::TooLarge)));
         let mut huge = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0x0f][..]); // 4 GiB
-        assert!(matches!(codec.decode(&mut huge), Err(FrameError::TooLarge)));
+        assert!(matches!(codec.next_frame(&mut huge), Err(FrameError::TooLarge)));
         assert!(huge.capacity() < 64);
     }
 
     #[test]
     fn zero_and_overlong_lengths_are_malformed() {
         let mut codec = FrameCodec::default();
-        assert!(matches!(codec.decode(&mut BytesMut::from(&[0x00][..])), Err(FrameError::Malformed)));
-        assert!(matches!(codec.decode(&mut BytesMut::from(&[0x82, 0x00][..])), Err(FrameError::Malformed)));
+        assert!(matches!(codec.next_frame(&mut BytesMut::from(&[0x00][..])), Err(FrameError::Malformed)));
+        assert!(matches!(codec.next_frame(&mut BytesMut::from(&[0x82, 0x00][..])), Err(FrameError::Malformed)));
     }
 }

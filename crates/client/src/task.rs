@@ -24,7 +24,7 @@ use tokio_util::codec::FramedRead;
 use super::error::ClientError;
 use super::mailbox::{LiveBox, LiveEvent, WatchBox};
 use super::{ClientConfig, State};
-use crate::protocol::{
+use heartline_proto::{
     encode_frame, limits, udp, varint, HeartbeatState, Hello, Message, MessageCodec, Role, Status, Text, Welcome,
     VERSION,
 };
@@ -558,7 +558,7 @@ impl Task {
         Ok(())
     }
 
-    fn offer(&self, entries: &[crate::protocol::PresenceEntry]) {
+    fn offer(&self, entries: &[heartline_proto::PresenceEntry]) {
         for w in &self.watches {
             w.update(|q| entries.iter().fold(false, |taken, e| q.offer(e) | taken));
         }

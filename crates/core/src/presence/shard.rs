@@ -11,8 +11,8 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::slab::Slab;
 use super::{Change, Lookup};
-use crate::protocol::udp::ReplayWindow;
-use crate::protocol::{Status, Text};
+use heartline_proto::udp::ReplayWindow;
+use heartline_proto::{Status, Text};
 
 /// End of a wheel bucket list.
 const NIL: u32 = u32::MAX;
@@ -112,7 +112,7 @@ pub(crate) struct Timing {
 }
 
 impl Timing {
-    pub fn ms(&self, tick: u32) -> u64 {
+    pub(super) fn ms(&self, tick: u32) -> u64 {
         self.base_ms + u64::from(tick) * self.tick_ms
     }
 }
@@ -150,7 +150,7 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub fn new(now: u32) -> Self {
+    pub(super) fn new(now: u32) -> Self {
         Self { wheel: vec![NIL; WHEEL as usize], wheel_now: now, ..Self::default() }
     }
 
@@ -245,7 +245,7 @@ impl Shard {
         change
     }
 
-    pub fn open(
+    pub(super) fn open(
         &mut self,
         user_id: u64,
         status: Status,
@@ -291,13 +291,13 @@ impl Shard {
         Ok(rec)
     }
 
-    pub fn heartbeat(&mut self, slot: u32, owner: u32, now: Now, timing: &Timing) -> Result<(), SessionError> {
+    pub(super) fn heartbeat(&mut self, slot: u32, owner: u32, now: Now, timing: &Timing) -> Result<(), SessionError> {
         self.owned(slot, owner)?.deadline = now.tick + timing.ttl;
         Ok(())
     }
 
     /// Sets a session's status, and the user's text when `text` is given.
-    pub fn set_status(
+    pub(super) fn set_status(
         &mut self,
         slot: u32,
         owner: u32,
@@ -342,13 +342,19 @@ impl Shard {
     }
 
     /// BYE or CLOSE: the session ends at once.
-    pub fn close(&mut self, slot: u32, owner: u32, now: Now, timing: &Timing) -> Result<Option<Change>, SessionError> {
+    pub(super) fn close(
+        &mut self,
+        slot: u32,
+        owner: u32,
+        now: Now,
+        timing: &Timing,
+    ) -> Result<Option<Change>, SessionError> {
         self.owned(slot, owner)?;
         Ok(self.end(slot, now.tick, now, true, timing))
     }
 
     /// The owner's connection was lost: the session enters its grace window.
-    pub fn detach(&mut self, slot: u32, owner: u32, now: Now, timing: &Timing) -> Result<(), SessionError> {
+    pub(super) fn detach(&mut self, slot: u32, owner: u32, now: Now, timing: &Timing) -> Result<(), SessionError> {
         let rec = self.owned(slot, owner)?;
         let deadline = now.tick + timing.grace;
         rec.state = State::Grace;
@@ -358,7 +364,7 @@ impl Shard {
     }
 
     /// A session of `user_id` in its grace window moves to a new connection.
-    pub fn resume(&mut self, slot: u32, user_id: u64, owner: u32, udp: bool, now: Now, timing: &Timing) -> bool {
+    pub(super) fn resume(&mut self, slot: u32, user_id: u64, owner: u32, udp: bool, now: Now, timing: &Timing) -> bool {
         let users = &self.users;
         let Some(rec) = self.sessions.get_mut(slot) else { return false };
         if rec.state != State::Grace || users.get(rec.user).map(|u| u.id) != Some(user_id) {
@@ -374,7 +380,7 @@ impl Shard {
     }
 
     /// Every active session of `owner`, for a gateway that left.
-    pub fn sessions_of(&self, owner: u32) -> Vec<u32> {
+    pub(super) fn sessions_of(&self, owner: u32) -> Vec<u32> {
         (0..self.sessions.high_water())
             .filter(|&slot| self.sessions.get(slot).is_some_and(|r| r.state == State::Active && r.owner == owner))
             .collect()
@@ -382,7 +388,7 @@ impl Shard {
 
     /// Runs the UDP check `open` (tag and replay window) for a session that
     /// accepts UDP, then renews it and applies the status it carries.
-    pub fn udp_heartbeat<E>(
+    pub(super) fn udp_heartbeat<E>(
         &mut self,
         slot: u32,
         now: Now,
@@ -406,7 +412,7 @@ impl Shard {
 
     /// Advances the wheel and the grace queue to `now`; reports changes and
     /// the sessions that expired.
-    pub fn tick(&mut self, now: Now, timing: &Timing, changes: &mut Vec<Change>, expired: &mut Vec<(u32, u32)>) {
+    pub(super) fn tick(&mut self, now: Now, timing: &Timing, changes: &mut Vec<Change>, expired: &mut Vec<(u32, u32)>) {
         while let Some(&(at, slot, owner)) = self.grace.front() {
             if at > now.tick {
                 break;
@@ -454,7 +460,7 @@ impl Shard {
         self.wheel_now = self.wheel_now.max(now.tick);
     }
 
-    pub fn lookup(&self, user_id: u64, timing: &Timing) -> Option<Lookup> {
+    pub(super) fn lookup(&self, user_id: u64, timing: &Timing) -> Option<Lookup> {
         let Some(user) = self.find_user(user_id).and_then(|slot| self.users.get(slot).map(|u| (slot, u))) else {
             let &(last_seen_ms, version) = self.offline.get(&user_id)?;
             return Some(Lookup { version, last_seen_ms, ..Lookup::default() });
@@ -469,14 +475,14 @@ impl Shard {
         })
     }
 
-    pub fn watch(&mut self, user: u64, conn: u32) {
+    pub(super) fn watch(&mut self, user: u64, conn: u32) {
         let list = self.watchers.entry(user).or_default();
         if !list.contains(&conn) {
             list.push(conn);
         }
     }
 
-    pub fn unwatch(&mut self, user: u64, conn: u32) {
+    pub(super) fn unwatch(&mut self, user: u64, conn: u32) {
         if let Some(list) = self.watchers.get_mut(&user) {
             list.retain(|&c| c != conn);
             if list.is_empty() {
@@ -485,24 +491,24 @@ impl Shard {
         }
     }
 
-    pub fn counts(&self) -> (u64, u64, u64) {
+    pub(super) fn counts(&self) -> (u64, u64, u64) {
         let watches = self.watchers.values().map(|w| w.len() as u64).sum();
         (u64::from(self.online_users), u64::from(self.live_sessions), watches)
     }
 
-    pub fn pending_last_seen(&self, out: &mut Vec<(u64, u64)>) {
+    pub(super) fn pending_last_seen(&self, out: &mut Vec<(u64, u64)>) {
         out.extend(self.offline.iter().map(|(&user, &(last_seen, _))| (user, last_seen)));
     }
 
     /// Drops pending entries the store now holds (unless they changed since).
-    pub fn forget_last_seen(&mut self, user: u64, last_seen: u64) {
+    pub(super) fn forget_last_seen(&mut self, user: u64, last_seen: u64) {
         if self.offline.get(&user).is_some_and(|&(pending, _)| pending == last_seen) {
             self.offline.remove(&user);
         }
     }
 
     /// Every visible user's last seen as of `now_ms`, for a clean shutdown.
-    pub fn online_last_seen(&self, now_ms: u64, out: &mut Vec<(u64, u64)>) {
+    pub(super) fn online_last_seen(&self, now_ms: u64, out: &mut Vec<(u64, u64)>) {
         for slot in self.index.iter() {
             if let Some(user) = self.users.get(*slot).filter(|u| u.public() != Status::Offline) {
                 out.push((user.id, now_ms));
@@ -510,7 +516,7 @@ impl Shard {
         }
     }
 
-    pub fn heap_bytes(&self) -> usize {
+    pub(super) fn heap_bytes(&self) -> usize {
         self.users.heap_bytes()
             + self.sessions.heap_bytes()
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::Post;
-use crate::protocol::Cursor;
+use heartline_proto::Cursor;
 
 /// The ids a page may hold, `after < id < before`, and which end it starts from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

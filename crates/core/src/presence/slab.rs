@@ -18,12 +18,12 @@ pub(crate) struct Slab<T> {
 }
 
 impl<T: Copy + Default> Slab<T> {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self { chunks: Vec::new(), len: 0, free: VecDeque::new() }
     }
 
     /// Stores `value` and returns its slot, or `None` when `u32` slots run out.
-    pub fn insert(&mut self, value: T) -> Option<u32> {
+    pub(super) fn insert(&mut self, value: T) -> Option<u32> {
         let slot = match self.free.pop_front() {
             Some(slot) => slot,
             None => {
@@ -40,25 +40,25 @@ impl<T: Copy + Default> Slab<T> {
     }
 
     /// Marks a slot reusable. The caller must not use it afterwards.
-    pub fn remove(&mut self, slot: u32) {
+    pub(super) fn remove(&mut self, slot: u32) {
         self.free.push_back(slot);
     }
 
-    pub fn get(&self, slot: u32) -> Option<&T> {
+    pub(super) fn get(&self, slot: u32) -> Option<&T> {
         (slot < self.len).then(|| &self.chunks[slot as usize / CHUNK][slot as usize % CHUNK])
     }
 
-    pub fn get_mut(&mut self, slot: u32) -> Option<&mut T> {
+    pub(super) fn get_mut(&mut self, slot: u32) -> Option<&mut T> {
         (slot < self.len).then(|| &mut self.chunks[slot as usize / CHUNK][slot as usize % CHUNK])
     }
 
     /// Slots handed out so far, live or free: every slot below this is valid.
-    pub fn high_water(&self) -> u32 {
+    pub(super) fn high_water(&self) -> u32 {
         self.len
     }
 
     /// Heap bytes held.
-    pub fn heap_bytes(&self) -> usize {
+    pub(super) fn heap_bytes(&self) -> usize {
         self.chunks.len() * CHUNK * std::mem::size_of::<T>() + self.free.capacity() * 4
     }
 }

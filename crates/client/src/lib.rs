@@ -9,13 +9,24 @@
 //! and LIVE. It must not know anything about the server's internals: it
 //! speaks only what `protocol-spec/SPEC.md` specifies.
 //!
+//! # Layout
+//!
+//! - [`Client`] (this file) — the application-facing handle and its calls.
+//! - `task` — the background task: socket, heartbeats, reconnects, routing.
+//! - `mailbox` — the watch and live streams handed to the application.
+//! - `error` — [`ClientError`].
+//!
+//! The protocol's types are re-exported as [`proto`] (`heartline-proto`), so
+//! an application needs only this crate. This crate must not depend on the
+//! daemon or its store, HTTP or CLI crates.
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
-//! use heartline::client::{Client, ClientConfig};
-//! use heartline::protocol::Status;
+//! use heartline_client::proto::Status;
+//! use heartline_client::{Client, ClientConfig};
 //!
-//! # async fn run() -> Result<(), heartline::client::ClientError> {
-//! let token = heartline::auth::from_text("…hex from `heartline token --user 42`…").unwrap_or_default();
+//! # async fn run() -> Result<(), heartline_client::ClientError> {
+//! let token = heartline_client::proto::auth::from_text("…hex from `heartline token --user 42`…").unwrap_or_default();
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:7400", token)).await?;
 //! client.set_status(Status::Busy, "in a meeting").await?;
 //! let mut friends = client.watch(&[7, 8, 9]).await?;
@@ -26,9 +37,13 @@
 //! # }
 //! ```
 
+#![deny(unsafe_code)]
+
 mod error;
 mod mailbox;
 mod task;
+
+pub use heartline_proto as proto;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,7 +55,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use error::ClientError;
 pub use mailbox::{LiveEvent, LiveStream, WatchStream};
 
-use crate::protocol::{
+use heartline_proto::{
     limits, Cursor, Device, GraphOp, Item, Message, PresenceEntry, Role, Source, Stats, Status, Welcome,
 };
 use mailbox::{LiveQueue, Mailbox, WatchQueue};
@@ -169,8 +184,8 @@ impl Client {
     /// refused token or an unreachable server is reported at once:
     ///
     /// ```no_run
-    /// use heartline::client::{Client, ClientConfig, ClientError};
-    /// use heartline::protocol::ErrorCode;
+    /// use heartline_client::{Client, ClientConfig, ClientError};
+    /// use heartline_proto::ErrorCode;
     ///
     /// # async fn run() {
     /// match Client::connect(ClientConfig::new("127.0.0.1:7400", vec![0u8; 34])).await {
@@ -235,8 +250,8 @@ impl Client {
     /// the server could not resume gets them back.
     ///
     /// ```no_run
-    /// # async fn run(client: heartline::client::Client) -> Result<(), heartline::client::ClientError> {
-    /// use heartline::protocol::Status;
+    /// # async fn run(client: heartline_client::Client) -> Result<(), heartline_client::ClientError> {
+    /// use heartline_proto::Status;
     /// client.set_status(Status::Away, "back at 3").await?;
     /// # Ok(())
     /// # }
@@ -253,7 +268,7 @@ impl Client {
     /// of at most 1,000). The server caps the watch set (LIMIT_EXCEEDED).
     ///
     /// ```no_run
-    /// # async fn run(client: heartline::client::Client) -> Result<(), heartline::client::ClientError> {
+    /// # async fn run(client: heartline_client::Client) -> Result<(), heartline_client::ClientError> {
     /// use futures_util::StreamExt;
     /// let mut watch = client.watch(&[42, 43]).await?;
     /// while let Some(entry) = watch.next().await {
@@ -311,7 +326,7 @@ impl Client {
     /// ([`ClientError::Disconnected`]): PUBLISH is not idempotent (§10.2).
     ///
     /// ```no_run
-    /// # async fn run(client: heartline::client::Client) -> Result<(), heartline::client::ClientError> {
+    /// # async fn run(client: heartline_client::Client) -> Result<(), heartline_client::ClientError> {
     /// let post = client.post(1, "hello").await?;
     /// client.delete(post).await?;
     /// # Ok(())
@@ -355,8 +370,8 @@ impl Client {
     /// (§10.3): walk back with `max_id` = the last item's id.
     ///
     /// ```no_run
-    /// # async fn run(client: heartline::client::Client) -> Result<(), heartline::client::ClientError> {
-    /// use heartline::protocol::Cursor;
+    /// # async fn run(client: heartline_client::Client) -> Result<(), heartline_client::ClientError> {
+    /// use heartline_proto::Cursor;
     /// let mut cursor = Cursor::default();
     /// loop {
     ///     let page = client.home_timeline(cursor, 50).await?;

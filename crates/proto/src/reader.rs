@@ -16,15 +16,15 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    pub fn new(buf: Bytes) -> Self {
+    pub(crate) fn new(buf: Bytes) -> Self {
         Self { buf, req: 0 }
     }
 
-    pub fn error(&self, code: ErrorCode, detail: &'static str) -> DecodeError {
+    pub(crate) fn error(&self, code: ErrorCode, detail: &'static str) -> DecodeError {
         DecodeError { code, req: self.req, detail }
     }
 
-    pub fn malformed(&self, detail: &'static str) -> DecodeError {
+    pub(crate) fn malformed(&self, detail: &'static str) -> DecodeError {
         self.error(ErrorCode::Malformed, detail)
     }
 
@@ -36,29 +36,29 @@ impl Reader {
         }
     }
 
-    pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         self.need(1, what)?;
         Ok(self.buf.get_u8())
     }
 
-    pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         self.need(2, what)?;
         Ok(self.buf.get_u16())
     }
 
-    pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         self.need(8, what)?;
         Ok(self.buf.get_u64())
     }
 
-    pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
         self.need(N, what)?;
         let mut out = [0; N];
         self.buf.copy_to_slice(&mut out);
         Ok(out)
     }
 
-    pub fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+    pub(crate) fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         match varint::get(&self.buf) {
             Ok((value, len)) => {
                 self.buf.advance(len);
@@ -68,13 +68,13 @@ impl Reader {
         }
     }
 
-    pub fn varint32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+    pub(crate) fn varint32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         let value = self.varint(what)?;
         u32::try_from(value).map_err(|_| self.malformed(what))
     }
 
     /// Reads the request id that starts every request and reply.
-    pub fn req(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn req(&mut self) -> Result<u64, DecodeError> {
         let req = self.varint("req")?;
         self.req = req;
         Ok(req)
@@ -83,7 +83,7 @@ impl Reader {
     /// Reads a count, checked against `max` (error `over`) and against the
     /// bytes left given that each entry takes at least `min_entry` bytes, so
     /// the caller may reserve `count` entries without trusting the peer.
-    pub fn count(
+    pub(crate) fn count(
         &mut self,
         max: usize,
         over: ErrorCode,
@@ -102,7 +102,7 @@ impl Reader {
     }
 
     /// A length-prefixed byte string of at most `max` bytes (error `over`).
-    pub fn bytes(&mut self, max: usize, over: ErrorCode, what: &'static str) -> Result<Bytes, DecodeError> {
+    pub(crate) fn bytes(&mut self, max: usize, over: ErrorCode, what: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.varint(what)?;
         if len > max as u64 {
             return Err(self.error(over, what));
@@ -112,12 +112,12 @@ impl Reader {
     }
 
     /// Everything not read yet.
-    pub fn rest(&mut self) -> Bytes {
+    pub(crate) fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.buf)
     }
 
     /// Fails unless the input was consumed exactly.
-    pub fn finish(&self) -> Result<(), DecodeError> {
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
         } else {

@@ -8,7 +8,24 @@
 //! fuzzed. Decoding never panics on any input and checks every count and
 //! length against [`limits`] before reserving memory; byte payloads are
 //! `Bytes` slices of the received frame, never copies.
+//!
+//! # Layout
+//!
+//! - [`message`], [`codec`] — every message type and its byte layout.
+//! - [`frame`] — TCP framing (`encode_frame`; with the `codec` feature, the
+//!   tokio-util `FrameCodec` and `MessageCodec`).
+//! - [`heartbeat`], [`varint`] — heartbeat delta compression.
+//! - [`batch`] — bit-packed gateway batches.
+//! - [`udp`] — UDP datagrams, their tags and the replay window.
+//! - [`auth`] — the token format, its signing and checks, and UDP key
+//!   derivation (the secret's file lives in the daemon).
+//! - [`error`] — decode errors and the protocol's error codes.
+//!
+//! Nothing here depends on tokio's I/O, a store or a server.
 
+#![deny(unsafe_code)]
+
+pub mod auth;
 pub mod batch;
 pub mod codec;
 pub mod error;

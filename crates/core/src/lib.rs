@@ -1,0 +1,19 @@
+//! heartline's sans-IO core: what the daemon decides, with no socket, no
+//! clock and no disk. Every call takes the time (`now_ms`, unix
+//! milliseconds) and returns what it caused; the daemon's tokio shells
+//! carry it out.
+//!
+//! # Layout
+//!
+//! - [`presence`] — sessions per device, each user's aggregated status,
+//!   expiry, grace windows, watches and the privacy policy point.
+//! - [`feed`] — posts, the social graph, home timelines by pull, push and
+//!   hybrid, cursor pages over hot and cold items.
+//!
+//! Depends only on `heartline-proto`; nothing here may depend on tokio,
+//! the store or the server.
+
+#![deny(unsafe_code)]
+
+pub mod feed;
+pub mod presence;
