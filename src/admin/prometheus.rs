@@ -4,8 +4,9 @@
 //!
 //! Owns series names, labels and help texts. It must not keep state: every
 //! scrape renders afresh. Reading the queue gauges locks each connection's
-//! outbox once, briefly; at a million connections a scrape costs tens of
-//! milliseconds of one thread, so scrape every 10 s or slower.
+//! outbox once, briefly (and once more for the closing gauge); at a million
+//! connections a scrape costs tens of milliseconds of one thread, so scrape
+//! every 10 s or slower.
 
 use std::fmt::Write;
 
@@ -145,14 +146,20 @@ pub fn render(shared: &Shared) -> String {
         "Queued presence entries replaced by a newer one for the same user before being written.",
         &m.watch_events_coalesced,
     );
-    let (mut depth, mut deepest) = (0u64, 0u64);
+    let (mut depth, mut deepest, mut closing) = (0u64, 0u64, 0u64);
     for entry in shared.conns.iter() {
         let queued = entry.outbox.depth().0 as u64;
         depth += queued;
         deepest = deepest.max(queued);
+        closing += u64::from(entry.outbox.is_closing());
     }
     out.gauge("heartline_outbound_queue_depth", "Frames and entries waiting to be written, all connections.", depth);
     out.gauge("heartline_outbound_queue_depth_max", "The deepest single connection's outbound queue.", deepest);
+    out.gauge(
+        "heartline_connections_closing",
+        "Connections past HELLO whose outbound queue is closed and still being written: a slow consumer (SLOW_CONSUMER) stays here until it reads or the write timeout ends it.",
+        closing,
+    );
 
     out.labelled(
         "heartline_udp_dropped_total",
@@ -169,6 +176,23 @@ pub fn render(shared: &Shared) -> String {
         "heartline_fanout_lag_seconds",
         "Time from a post's commit to its last fan-out insert.",
         &m.fanout_lag,
+    );
+    out.gauge(
+        "heartline_fanout_queue_depth",
+        "Fan-out jobs admitted and not finished (reserved by a PUBLISH or DELETE being committed, queued, or running).",
+        shared.fanout.depth() as u64,
+    );
+    out.gauge(
+        "heartline_fanout_queue_capacity",
+        "Fan-out jobs outstanding at which PUBLISH and DELETE are refused with UNAVAILABLE.",
+        shared.fanout.capacity() as u64,
+    );
+    let refused = [("publish", &m.fanout_refused_publish), ("delete", &m.fanout_refused_delete)];
+    out.labelled(
+        "heartline_fanout_refused_total",
+        "Requests refused with UNAVAILABLE before being committed because the fan-out queue was full, by op.",
+        "op",
+        refused.map(|(op, c)| (op, c.get())),
     );
     let reads = [("hot", &m.timeline_reads_hot), ("cold", &m.timeline_reads_cold), ("pull", &m.timeline_reads_pull)];
     out.labelled(

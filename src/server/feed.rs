@@ -4,16 +4,51 @@
 //! feed requests in order, so a FOLLOW is durable and visible before the
 //! TIMELINE sent after it. Store calls go through `spawn_blocking`; posts go
 //! through the group committer and are acknowledged once durable. New posts
-//! reach followers' inboxes and live connections through a fixed pool of
-//! fanout threads fed by a bounded queue.
+//! and deletions reach followers' inboxes and live connections through a
+//! fixed pool of fanout threads fed by a bounded queue.
+//!
+//! # Fanout back-pressure
+//!
+//! The fanout of a PUBLISH or DELETE goes to its readers: the author's
+//! followers, and the author's own live connections. It is cut into jobs of
+//! at most [`FANOUT_CHUNK`] readers, spread over the fanout threads. The queue
+//! is a budget of [`FANOUT_QUEUE`] readers (as many as 1,024 full jobs),
+//! counted from admission until a fanout thread has finished the job holding
+//! them: reserved while the request is being committed, queued, or running.
+//! A request costs its readers, at least [`MIN_REQUEST_COST`] (a job's own
+//! weight, so tiny posts cannot pile up jobs). The rule:
+//!
+//! - A PUBLISH or DELETE is **admitted while less than [`FANOUT_QUEUE`] is
+//!   outstanding**, checked before anything is written (after the payload
+//!   limit). It then reserves its whole cost at once, counted from the
+//!   author's follower count plus one. So any post, a celebrity's million
+//!   followers included, is admitted whenever the queue is not full, and the
+//!   outstanding count exceeds the budget by less than one request (plus
+//!   followers gained while a request was being committed: a committed post
+//!   goes to all of them).
+//! - Otherwise the request is **refused before it is committed** with ERROR
+//!   UNAVAILABLE "fanout queue full, retry" (non-fatal; nothing is stored or
+//!   deleted) and counted in `heartline_fanout_refused_total`. The client
+//!   retries later, as after any UNAVAILABLE.
+//! - Admitted jobs go onto an unbounded channel, so queueing never blocks:
+//!   the bound is enforced at admission, never by waiting. No thread waits
+//!   for queue space, so the blocking pool, which the store writes and the
+//!   last-seen flushes share, only ever runs the listing of followers (CPU
+//!   work), never a wait behind fanout.
+//! - What a request reserved and does not use goes back when it ends: a
+//!   refused commit, NOT_FOUND, fewer followers than counted, a panic.
+//!
+//! The outstanding count is the gauge `heartline_fanout_queue_depth`.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::metrics::Counter;
 use super::outbox::{error, Outbox};
 use super::{now_ms, Shared};
 use crate::store::{Edge, Order, Store, StoredPost};
@@ -23,10 +58,15 @@ use heartline_proto::{limits, ErrorCode, GraphOp, Item, Message, Source};
 
 /// Feed requests one connection may have queued.
 const REQUESTS_IN_FLIGHT: usize = 256;
-/// Followers per fanout job: big posts are spread over the pool.
-const FANOUT_CHUNK: usize = 4_096;
-/// Fanout jobs waiting at most; a full queue makes publishers wait.
-const FANOUT_QUEUE: usize = 1_024;
+/// Readers per fanout job: big posts are spread over the pool.
+pub const FANOUT_CHUNK: usize = 4_096;
+/// The fanout budget in readers: 32 MiB of follower ids, under a second of
+/// the fanout threads' work (BENCHMARKS.md). PUBLISH and DELETE are refused
+/// while this much is outstanding.
+pub const FANOUT_QUEUE: usize = 1_024 * FANOUT_CHUNK;
+/// What a request costs at least, in readers: a job's allocation and
+/// hand-off weigh about as much as this many readers.
+pub const MIN_REQUEST_COST: usize = 64;
 
 /// What goes to followers.
 enum Push {
@@ -40,19 +80,155 @@ struct Job {
     into_inboxes: bool,
     /// Set on a post's last job: when it finishes, the fanout is complete.
     published_at: Option<Instant>,
+    /// Given back when the job is dropped: finished, or never run.
+    _slot: Slot,
 }
 
-/// The bounded queue in front of the fanout threads.
+/// What is outstanding, and up to where requests are admitted.
+#[derive(Debug)]
+struct Budget {
+    capacity: usize,
+    outstanding: AtomicUsize,
+}
+
+impl Budget {
+    fn release(&self, readers: usize) {
+        if readers > 0 {
+            self.outstanding.fetch_sub(readers, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One queued job's share of the budget.
+struct Slot {
+    budget: Arc<Budget>,
+    readers: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.budget.release(self.readers);
+    }
+}
+
+/// The budget admitted for one request and not queued yet. Dropping it gives
+/// back what was not queued.
+#[must_use = "dropping an admission gives its budget back at once"]
+#[derive(Debug)]
+pub struct Admission {
+    budget: Arc<Budget>,
+    readers: usize,
+}
+
+impl Admission {
+    /// What is still reserved, in readers.
+    pub fn reserved(&self) -> usize {
+        self.readers
+    }
+
+    /// Makes the reservation exactly `readers`: gives back a surplus, or
+    /// takes more whatever is outstanding (the request is committed by then).
+    fn resize(&mut self, readers: usize) {
+        if readers < self.readers {
+            self.budget.release(self.readers - readers);
+        } else {
+            self.budget.outstanding.fetch_add(readers - self.readers, Ordering::AcqRel);
+        }
+        self.readers = readers;
+    }
+
+    fn slot(&mut self, readers: usize) -> Slot {
+        debug_assert!(readers <= self.readers);
+        self.readers -= readers;
+        Slot { budget: self.budget.clone(), readers }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.budget.release(self.readers);
+    }
+}
+
+/// What a fanout to `readers` readers costs.
+fn cost(readers: usize) -> usize {
+    readers.max(MIN_REQUEST_COST)
+}
+
+/// The bounded queue in front of the fanout threads (see the module doc).
 pub struct FanoutQueue {
-    jobs: SyncSender<Job>,
+    budget: Arc<Budget>,
+    /// Unbounded: the budget bounds it, so a send never waits.
+    jobs: Sender<Job>,
     waiting: Mutex<Option<Receiver<Job>>>,
 }
 
 impl FanoutQueue {
+    /// A queue with a budget of [`FANOUT_QUEUE`] readers.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        let (jobs, waiting) = std::sync::mpsc::sync_channel(FANOUT_QUEUE);
-        Self { jobs, waiting: Mutex::new(Some(waiting)) }
+        Self::with_capacity(FANOUT_QUEUE)
+    }
+
+    /// A queue that admits requests while less than `capacity` readers are outstanding.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let (jobs, waiting) = std::sync::mpsc::channel();
+        let budget = Arc::new(Budget { capacity, outstanding: AtomicUsize::new(0) });
+        Self { budget, jobs, waiting: Mutex::new(Some(waiting)) }
+    }
+
+    /// The budget, in readers.
+    pub fn capacity(&self) -> usize {
+        self.budget.capacity
+    }
+
+    /// Readers outstanding: reserved by requests being committed, queued, or
+    /// being fanned out.
+    pub fn depth(&self) -> usize {
+        self.budget.outstanding.load(Ordering::Acquire)
+    }
+
+    /// Admits the fanout of a request that will reach about `readers`
+    /// readers, or `None` when the queue is full. Never blocks.
+    pub fn admit(&self, readers: usize) -> Option<Admission> {
+        let (readers, capacity) = (cost(readers), self.budget.capacity);
+        let admitted = self
+            .budget
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < capacity).then_some(n + readers));
+        admitted.ok().map(|_| Admission { budget: self.budget.clone(), readers })
+    }
+
+    /// Queues a push to `readers` under `admission`; returns the jobs
+    /// queued. Never blocks.
+    fn push(
+        &self,
+        mut admission: Admission,
+        push: impl Fn() -> Push,
+        readers: &[u64],
+        into_inboxes: bool,
+        published_at: Instant,
+    ) -> usize {
+        admission.resize(cost(readers.len()));
+        let last = readers.len().div_ceil(FANOUT_CHUNK).saturating_sub(1);
+        let mut queued = 0;
+        for (i, followers) in readers.chunks(FANOUT_CHUNK).enumerate() {
+            // The last job also carries what the minimum cost adds.
+            let _slot = admission.slot(if i == last { admission.readers } else { followers.len() });
+            let job = Job {
+                push: push(),
+                followers: followers.to_vec(),
+                into_inboxes,
+                published_at: (i == last).then_some(published_at),
+                _slot,
+            };
+            // Fails only once the fanout threads have stopped; the job's slot goes back.
+            if self.jobs.send(job).is_err() {
+                break;
+            }
+            queued += 1;
+        }
+        queued
     }
 }
 
@@ -76,6 +252,7 @@ pub fn start_fanout(shared: &Arc<Shared>, workers: usize) {
     }
 }
 
+/// Runs one job; dropping it at the end gives its slot back.
 fn run(shared: &Shared, job: Job) {
     let now = now_ms();
     if let (true, Push::Item(post)) = (job.into_inboxes, &job.push) {
@@ -98,16 +275,15 @@ fn run(shared: &Shared, job: Job) {
     }
 }
 
-/// Queues a push to `readers` (blocking while the queue is full).
-fn enqueue(shared: &Shared, push: impl Fn() -> Push, readers: Vec<u64>, into_inboxes: bool, published_at: Instant) {
-    let chunks: Vec<Vec<u64>> = readers.chunks(FANOUT_CHUNK).map(<[u64]>::to_vec).collect();
-    let last = chunks.len().saturating_sub(1);
-    for (i, followers) in chunks.into_iter().enumerate() {
-        let job = Job { push: push(), followers, into_inboxes, published_at: (i == last).then_some(published_at) };
-        if shared.fanout.jobs.send(job).is_err() {
-            return;
-        }
-    }
+/// Admits the fanout of a PUBLISH or DELETE by `user`, before it is committed.
+fn admit(shared: &Shared, user: u64, req: u64, refused: &Counter) -> Result<Admission, Message> {
+    // The author's own live connections get the push too.
+    let readers = shared.feed.graph.follower_count(user).saturating_add(1);
+    shared.fanout.admit(readers).ok_or_else(|| {
+        refused.inc();
+        tracing::debug!(user, depth = shared.fanout.depth(), "fanout queue full: request refused");
+        error(req, ErrorCode::Unavailable, "fanout queue full, retry")
+    })
 }
 
 /// The feed side of one client connection.
@@ -178,6 +354,11 @@ async fn publish(shared: &Arc<Shared>, user: u64, req: u64, kind: u8, payload: B
     if payload.len() > shared.config.feed.max_payload {
         return error(req, ErrorCode::PayloadTooLarge, "payload over the server's limit");
     }
+    // Admitted before it is stored: a refused post is nowhere.
+    let admission = match admit(shared, user, req, &shared.metrics.fanout_refused_publish) {
+        Ok(admission) => admission,
+        Err(refused) => return refused,
+    };
     // Copied out of the read buffer: the post outlives the frame.
     let post = shared.feed.new_post(user, kind, Bytes::copy_from_slice(&payload), now_ms());
     let stored = StoredPost { id: post.id, author: user, kind, payload: post.payload.clone() };
@@ -192,35 +373,45 @@ async fn publish(shared: &Arc<Shared>, user: u64, req: u64, kind: u8, payload: B
     }
     shared.metrics.posts.inc();
     let published_at = Instant::now();
-    // Off the runtime: a celebrity's follower list is a million entries.
+    // Off the runtime: a celebrity's follower list is a million entries. The
+    // jobs were admitted already, so queueing them never waits.
     let (publisher, published) = (shared.clone(), post.clone());
     let listed = tokio::task::spawn_blocking(move || {
-        publisher.feed.publish(published, now_ms(), |reader| publisher.live.contains_key(&reader))
+        let Fanout { mut followers, into_inboxes } =
+            publisher.feed.publish(published.clone(), now_ms(), |reader| publisher.live.contains_key(&reader));
+        // The author's other live connections see it too; their own inbox never needs it.
+        followers.push(user);
+        let push = || Push::Item(published.clone());
+        publisher.fanout.push(admission, push, &followers, into_inboxes, published_at);
     });
-    let Ok(Fanout { mut followers, into_inboxes }) = listed.await else {
+    if listed.await.is_err() {
         // Stored all the same, so PUBLISHED: an ERROR would say it was not.
         tracing::error!(post = post.id, "listing the followers panicked: the post reaches no inbox");
-        return Message::Published { req, post: post.id };
-    };
-    // The author's other live connections see it too; their own inbox never needs it.
-    followers.push(user);
-    let (fanout, id) = (shared.clone(), post.id);
-    tokio::task::spawn_blocking(move || {
-        enqueue(&fanout, || Push::Item(post.clone()), followers, into_inboxes, published_at)
-    });
-    Message::Published { req, post: id }
+    }
+    Message::Published { req, post: post.id }
 }
 
 async fn delete(shared: &Arc<Shared>, user: u64, req: u64, id: u64) -> Message {
+    // Admitted before anything is written.
+    let admission = match admit(shared, user, req, &shared.metrics.fanout_refused_delete) {
+        Ok(admission) => admission,
+        Err(refused) => return refused,
+    };
     // Durable first, then gone from memory: a refused delete changes nothing.
     let stored = blocking(shared, move |store| store.delete_post(user, id)).await;
     let hot = matches!(stored, Some(Ok(_))) && shared.feed.delete(user, id).is_some();
     match stored {
         Some(Ok(existed)) if existed || hot => {
-            let mut readers = shared.feed.graph.followers(user);
-            readers.push(user);
+            // Off the runtime, like a post's: never waits for the queue.
             let fanout = shared.clone();
-            tokio::task::spawn_blocking(move || enqueue(&fanout, || Push::Deleted(id), readers, false, Instant::now()));
+            let listed = tokio::task::spawn_blocking(move || {
+                let mut readers = fanout.feed.graph.followers(user);
+                readers.push(user);
+                fanout.fanout.push(admission, || Push::Deleted(id), &readers, false, Instant::now());
+            });
+            if listed.await.is_err() {
+                tracing::error!(post = id, "listing the followers panicked: no DELETED_PUSH");
+            }
             Message::Ok { req }
         }
         Some(Ok(_)) => error(req, ErrorCode::NotFound, "no such post of yours"),
@@ -377,4 +568,153 @@ pub fn restore(shared: &Shared) -> Result<(usize, usize), crate::store::StoreErr
         feed.restore(Arc::new(Post::new(p.id, p.author, p.kind, p.payload)));
     })?;
     Ok((edges, posts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post() -> Push {
+        Push::Deleted(7)
+    }
+
+    fn readers(n: usize) -> Vec<u64> {
+        (1..=n as u64).collect()
+    }
+
+    /// Runs `f` on another thread and fails if it has not returned within a
+    /// second: what "never blocks" means here.
+    fn within_a_second<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(f()));
+        result.recv_timeout(Duration::from_secs(1)).expect("blocked")
+    }
+
+    fn receiver(queue: &FanoutQueue) -> Receiver<Job> {
+        queue.waiting.lock().unwrap().take().unwrap()
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_a_drained_one_admits_again() {
+        let queue = FanoutQueue::with_capacity(3 * MIN_REQUEST_COST);
+        let jobs = receiver(&queue);
+        let mut held: Vec<Admission> = (0..3).map(|_| queue.admit(1).expect("room")).collect();
+        assert_eq!(queue.depth(), 3 * MIN_REQUEST_COST, "a small request costs the minimum");
+        assert!(queue.admit(1).is_none(), "full: refused");
+        assert_eq!(queue.depth(), 3 * MIN_REQUEST_COST, "a refusal reserves nothing");
+
+        // Queued is still outstanding, until a fanout thread finishes the job.
+        assert_eq!(queue.push(held.pop().unwrap(), post, &readers(10), false, Instant::now()), 1);
+        assert_eq!(queue.depth(), 3 * MIN_REQUEST_COST);
+        assert!(queue.admit(1).is_none());
+        let job = jobs.try_recv().expect("queued");
+        assert!(queue.admit(1).is_none(), "running is still outstanding");
+        drop(job);
+        assert_eq!(queue.depth(), 2 * MIN_REQUEST_COST, "finished: drained");
+        let again = queue.admit(1).expect("admitted again");
+        assert!(queue.admit(1).is_none());
+
+        // A request that ends without queueing (refused commit, NOT_FOUND) gives its share back.
+        drop(again);
+        drop(held);
+        assert_eq!(queue.depth(), 0);
+        assert!(queue.admit(1).is_some());
+    }
+
+    #[test]
+    fn a_celebrity_post_is_admitted_whenever_the_queue_is_not_full() {
+        let queue = FanoutQueue::with_capacity(FANOUT_QUEUE);
+        let celebrity = 1_000_000 + 1;
+        let alone = queue.admit(celebrity).expect("an empty queue takes a million readers");
+        assert_eq!((alone.reserved(), queue.depth()), (celebrity, celebrity));
+        drop(alone);
+
+        let nearly = queue.admit(FANOUT_QUEUE - 1).unwrap();
+        let last_in = queue.admit(celebrity).expect("one reader short of full still admits a celebrity");
+        assert_eq!(queue.depth(), FANOUT_QUEUE - 1 + celebrity, "over the budget by less than one request");
+        assert!(queue.admit(1).is_none() && queue.admit(celebrity).is_none());
+        drop((nearly, last_in));
+
+        // Even a request bigger than the whole budget goes, when the queue is not full.
+        assert!(queue.admit(10 * FANOUT_QUEUE).is_some());
+    }
+
+    #[test]
+    fn queueing_never_blocks_and_follows_the_real_reader_count() {
+        let queue = Arc::new(FanoutQueue::with_capacity(FANOUT_CHUNK));
+        // Nobody reads the queue: a bounded channel would block here.
+        let jobs = receiver(&queue);
+        let pushing = queue.clone();
+        let queued = within_a_second(move || {
+            let mut queued = Vec::new();
+            while let Some(admission) = pushing.admit(FANOUT_CHUNK) {
+                // Followers gained during the commit: a committed post goes to all of them.
+                queued.push(pushing.push(admission, post, &readers(40 * FANOUT_CHUNK), true, Instant::now()));
+            }
+            queued
+        });
+        assert_eq!(queued, [40], "the first request fills the queue, the next is refused");
+        assert_eq!(queue.depth(), 40 * FANOUT_CHUNK);
+        let sizes: Vec<usize> = jobs.try_iter().map(|job| job.followers.len()).collect();
+        assert_eq!(sizes, [FANOUT_CHUNK; 40]);
+        assert_eq!(queue.depth(), 0, "every finished job gave its share back");
+
+        // Fewer readers than counted: the surplus goes back at once.
+        let admission = queue.admit(FANOUT_CHUNK).unwrap();
+        assert_eq!(queue.push(admission, post, &readers(3), false, Instant::now()), 1);
+        assert_eq!(queue.depth(), MIN_REQUEST_COST);
+        drop(jobs.try_recv().unwrap());
+        assert_eq!(queue.depth(), 0);
+    }
+
+    #[test]
+    fn only_the_last_job_of_a_post_marks_it_complete() {
+        let queue = FanoutQueue::with_capacity(FANOUT_QUEUE);
+        let jobs = receiver(&queue);
+        let admission = queue.admit(2 * FANOUT_CHUNK + 1).unwrap();
+        assert_eq!(queue.push(admission, post, &readers(2 * FANOUT_CHUNK + 1), true, Instant::now()), 3);
+        let jobs: Vec<Job> = jobs.try_iter().collect();
+        let sizes: Vec<(usize, bool)> = jobs.iter().map(|j| (j.followers.len(), j.published_at.is_some())).collect();
+        assert_eq!(sizes, [(FANOUT_CHUNK, false), (FANOUT_CHUNK, false), (1, true)]);
+        let everyone: Vec<u64> = jobs.iter().flat_map(|j| j.followers.iter().copied()).collect();
+        assert_eq!(everyone, readers(2 * FANOUT_CHUNK + 1));
+        // Each job gives back its readers; the minimum cost is per request, not per job.
+        let shares: Vec<usize> = jobs.iter().map(|j| j._slot.readers).collect();
+        assert_eq!(shares, [FANOUT_CHUNK, FANOUT_CHUNK, 1]);
+    }
+
+    #[test]
+    fn a_stopped_pool_gives_the_budget_back() {
+        let queue = FanoutQueue::with_capacity(FANOUT_QUEUE);
+        drop(receiver(&queue));
+        let admission = queue.admit(3 * FANOUT_CHUNK).unwrap();
+        assert_eq!(queue.push(admission, post, &readers(3 * FANOUT_CHUNK), false, Instant::now()), 0);
+        assert_eq!(queue.depth(), 0);
+    }
+
+    #[test]
+    fn racing_publishers_overshoot_by_less_than_one_request() {
+        let queue = Arc::new(FanoutQueue::with_capacity(FANOUT_QUEUE));
+        let biggest = 2_000_000;
+        let threads: Vec<_> = (0..8u64)
+            .map(|seed| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    let mut readers = seed as usize * 7_919 + 1;
+                    while let Some(admission) = queue.admit(readers) {
+                        held.push(admission);
+                        readers = (readers * 31 + 17) % biggest;
+                    }
+                    held
+                })
+            })
+            .collect();
+        let held: Vec<Admission> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let reserved: usize = held.iter().map(Admission::reserved).sum();
+        assert_eq!(queue.depth(), reserved);
+        assert!((FANOUT_QUEUE..FANOUT_QUEUE + biggest).contains(&reserved), "{reserved}");
+        drop(held);
+        assert_eq!(queue.depth(), 0);
+    }
 }

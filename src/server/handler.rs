@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::feed::FeedSession;
 use super::outbox::{error, Outbox};
-use super::rate::Bucket;
+use heartline_core::conn::rate::Bucket;
 use super::Shared;
 use crate::auth::{Subject, UdpPeer};
 use heartline_core::presence::{Change, SessionError, SessionId, Viewer};

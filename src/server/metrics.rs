@@ -99,6 +99,10 @@ pub struct Metrics {
     pub fanout_inserts: Counter,
     /// Feed: time from a post's commit to its last fan-out insert.
     pub fanout_lag: Histogram,
+    /// Feed: PUBLISHes refused with UNAVAILABLE because the fan-out queue was full.
+    pub fanout_refused_publish: Counter,
+    /// Feed: DELETEs refused with UNAVAILABLE because the fan-out queue was full.
+    pub fanout_refused_delete: Counter,
     /// Feed: timeline reads served from the in-memory hot timeline.
     pub timeline_reads_hot: Counter,
     /// Feed: timeline reads rebuilt from the store.

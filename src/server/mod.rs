@@ -23,7 +23,6 @@ pub mod handler;
 pub mod metrics;
 pub mod net;
 pub mod outbox;
-pub mod rate;
 pub mod reload;
 pub mod systemd;
 pub mod udp;

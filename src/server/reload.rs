@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::Signal;
 
-use super::rate::Rate;
+use heartline_core::conn::rate::Rate;
 use super::{now_ms, Shared};
 use crate::auth::{AuthError, Claims, Keyring, Secret};
 use crate::config::{Config, ConfigError};

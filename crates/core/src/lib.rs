@@ -7,6 +7,8 @@
 //!
 //! - [`presence`] — sessions per device, each user's aggregated status,
 //!   expiry, grace windows, watches and the privacy policy point.
+//! - [`conn`] — one connection's protocol state machine (SPEC.md §5), the
+//!   same for every transport: frames in, effects out.
 //! - [`feed`] — posts, the social graph, home timelines by pull, push and
 //!   hybrid, cursor pages over hot and cold items.
 //!
@@ -15,5 +17,6 @@
 
 #![deny(unsafe_code)]
 
+pub mod conn;
 pub mod feed;
 pub mod presence;

@@ -358,3 +358,40 @@ pub enum Message {
         post: u64,
     },
 }
+
+impl Message {
+    /// The request id the message carries (SPEC.md §4.3); 0 for a message
+    /// without one.
+    pub fn req(&self) -> u64 {
+        match self {
+            Message::Error { req, .. }
+            | Message::Ok { req }
+            | Message::SetStatus { req, .. }
+            | Message::Watch { req, .. }
+            | Message::Unwatch { req, .. }
+            | Message::Query { req, .. }
+            | Message::Presence { req, .. }
+            | Message::Stats { req }
+            | Message::StatsReply { req, .. }
+            | Message::Open { req, .. }
+            | Message::Opened { req, .. }
+            | Message::Close { req, .. }
+            | Message::Publish { req, .. }
+            | Message::Published { req, .. }
+            | Message::Delete { req, .. }
+            | Message::Graph { req, .. }
+            | Message::Timeline { req, .. }
+            | Message::Page { req, .. }
+            | Message::Live { req, .. } => *req,
+            Message::Hello(_)
+            | Message::Welcome(_)
+            | Message::Bye
+            | Message::Goaway { .. }
+            | Message::Heartbeat(_)
+            | Message::PresencePush { .. }
+            | Message::BatchHeartbeat(_)
+            | Message::ItemPush(_)
+            | Message::DeletedPush { .. } => 0,
+        }
+    }
+}
