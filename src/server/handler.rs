@@ -354,25 +354,12 @@ impl Handler {
     }
 
     fn open(&mut self, req: u64, entries: &[OpenEntry], now_ms: u64) -> Flow {
-        let presence = &self.shared.presence;
-        let mut sessions = Vec::with_capacity(entries.len());
-        let mut changes: Vec<Change> = Vec::new();
-        for entry in entries {
-            match presence.open(entry.user, entry.status, self.id, false, now_ms) {
-                Ok((session, change)) => {
-                    sessions.push(session);
-                    changes.extend(change);
-                }
-                Err(_) => {
-                    // All or nothing.
-                    for &session in &sessions {
-                        let _ = presence.close(session, self.id, now_ms);
-                    }
-                    return self.fail(req, ErrorCode::LimitExceeded, "cannot open every session");
-                }
-            }
-        }
-        changes.into_iter().for_each(|c| self.shared.deliver(Some(c)));
+        // All or nothing: a refused OPEN changes nothing (SPEC.md §4.21).
+        let opened = self.shared.presence.open_all(entries.iter().map(|e| (e.user, e.status)), self.id, now_ms);
+        let Ok((sessions, changes)) = opened else {
+            return self.fail(req, ErrorCode::LimitExceeded, "cannot open every session");
+        };
+        changes.into_iter().for_each(|c: Change| self.shared.deliver(Some(c)));
         self.outbox.send(Message::Opened { req, sessions });
         Flow::Continue
     }

@@ -505,28 +505,17 @@ impl Connection {
         out.push(Effect::Send(Message::Presence { req, entries }));
     }
 
+    /// All or nothing (SPEC.md §4.21): a refused OPEN leaves no trace.
     fn open(&mut self, env: &impl Env, req: u64, entries: &[OpenEntry], now_ms: u64, out: &mut Vec<Effect>) -> Flow {
-        let presence = env.presence();
-        let mut sessions = Vec::with_capacity(entries.len());
-        let mut changes: Vec<Change> = Vec::new();
-        for entry in entries {
-            match presence.open(entry.user, entry.status, self.id, false, now_ms) {
-                Ok((session, change)) => {
-                    sessions.push(session);
-                    changes.extend(change);
-                }
-                Err(_) => {
-                    // All or nothing.
-                    for &session in &sessions {
-                        let _ = presence.close(session, self.id, now_ms);
-                    }
-                    return self.fail(req, ErrorCode::LimitExceeded, "cannot open every session", out);
-                }
+        let wanted = entries.iter().map(|entry| (entry.user, entry.status));
+        match env.presence().open_all(wanted, self.id, now_ms) {
+            Ok((sessions, changes)) => {
+                out.extend(changes.into_iter().map(Effect::Deliver));
+                out.push(Effect::Send(Message::Opened { req, sessions }));
+                Flow::Continue
             }
+            Err(_) => self.fail(req, ErrorCode::LimitExceeded, "cannot open every session", out),
         }
-        out.extend(changes.into_iter().map(Effect::Deliver));
-        out.push(Effect::Send(Message::Opened { req, sessions }));
-        Flow::Continue
     }
 
     fn close_sessions(

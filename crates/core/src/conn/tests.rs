@@ -609,3 +609,19 @@ fn draining_sends_goaway_reads_nothing_more_and_leaves_sessions_in_grace() {
     w.drop_transport(client);
     assert_eq!(w.presence.totals().online_users, 1, "grace, not the end");
 }
+
+#[test]
+fn a_refused_open_leaves_no_trace() {
+    let mut w = World::new();
+    w.client(1);
+    w.client(1);
+    let watcher = w.watcher(&[1, 5]);
+    let before = (w.status_of(watcher, 1), w.status_of(watcher, 5));
+    let gw = w.gateway();
+    let open = |user| OpenEntry { user, device: Device::Web, status: Status::Online };
+    w.send(gw, Message::Open { req: 1, entries: vec![open(5), open(1)] });
+    assert_eq!(codes(&w.take(gw)), [Some(ErrorCode::LimitExceeded)], "user 1 is at its cap");
+    assert!(w.take(watcher).is_empty(), "no watcher saw anything");
+    assert_eq!((w.status_of(watcher, 1), w.status_of(watcher, 5)), before);
+    assert_eq!(w.presence.totals().sessions, 2);
+}

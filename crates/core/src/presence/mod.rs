@@ -10,12 +10,14 @@
 //!
 //! 64 shards, each a mutex over the users whose id hashes to it, all their
 //! sessions, and an expiry wheel for those sessions, so every operation takes
-//! one lock. Records live in chunked slabs addressed by dense `u32` slots;
-//! the user index is a `hashbrown::HashTable` of 4-byte slots. A session
-//! costs 20 bytes and a user 24 plus ~8 bytes of index, so 10M single-device
-//! users fit in about 55 bytes per session. A DashMap keyed by id would cost
-//! ~70 bytes for the sessions alone at 10M (40-byte buckets at the 0.6 load
-//! its power-of-two growth leaves there), over the 64-byte budget.
+//! one lock, except a gateway's OPEN ([`Presence::open_all`]), which holds
+//! the shards it touches together. Records live in chunked slabs addressed
+//! by dense `u32` slots; the user index is a `hashbrown::HashTable` of 4-byte
+//! slots. A session costs 20 bytes and a user 24 plus ~8 bytes of index, so
+//! 10M single-device users fit in about 55 bytes per session. A DashMap
+//! keyed by id would cost ~70 bytes for the sessions alone at 10M (40-byte
+//! buckets at the 0.6 load its power-of-two growth leaves there), over the
+//! 64-byte budget.
 //!
 //! # Session ids
 //!
@@ -192,6 +194,66 @@ impl Presence {
         let now = self.now(now_ms);
         let (slot, change) = self.shard(index).open(user, status, owner, udp, now, &self.timing)?;
         Ok((session_id(index, slot), change))
+    }
+
+    /// A gateway's OPEN (SPEC.md §4.21): opens one session owned by `owner`
+    /// for each `(user, status)` entry, or none at all. The session ids come
+    /// back in the order of the entries, and the changes in the order the
+    /// same entries opened one by one with [`Self::open`] would give them
+    /// (a user may be named several times, for several devices).
+    ///
+    /// Every entry is checked before anything changes: each user's sessions
+    /// (live or in grace) plus the entries naming that user must stay within
+    /// the per-user cap ([`SessionError::TooManySessions`]), and every shard
+    /// must have slots for its new sessions and users
+    /// ([`SessionError::Exhausted`]). A refused OPEN leaves no trace: no
+    /// version, last seen, status, text or session count moves, and there is
+    /// no change to deliver.
+    ///
+    /// Holds every shard the entries touch, taken in ascending order (so two
+    /// OPENs cannot deadlock, and every other call takes one shard), from its
+    /// check until its sessions are opened, so nothing can take the room it
+    /// counted on; after the checks no step can fail. Gateway sub-sessions
+    /// take no UDP of their own (the gateway's UDP BATCH renews them).
+    pub fn open_all(
+        &self,
+        entries: impl IntoIterator<Item = (u64, Status)>,
+        owner: u32,
+        now_ms: u64,
+    ) -> Result<(Vec<SessionId>, Vec<Change>), SessionError> {
+        let now = self.now(now_ms);
+        // (shard, entry index, user, status), by shard, in entry order within a shard.
+        let mut plan: Vec<(usize, usize, u64, Status)> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(index, (user, status))| (shard_of_user(user), index, user, status))
+            .collect();
+        plan.sort_by_key(|&(shard, ..)| shard);
+        let by_shard = |a: &(usize, usize, u64, Status), b: &(usize, usize, u64, Status)| a.0 == b.0;
+
+        let mut guards = Vec::new();
+        let mut users = Vec::new();
+        for group in plan.chunk_by(by_shard) {
+            let shard = self.shard(group[0].0);
+            users.clear();
+            users.extend(group.iter().map(|&(_, _, user, _)| user));
+            // On refusal the guards taken so far are released, nothing changed.
+            shard.check_open(&mut users, &self.timing)?;
+            guards.push(shard);
+        }
+
+        let mut sessions = vec![0; plan.len()];
+        let mut changes = Vec::new();
+        for (group, mut shard) in plan.chunk_by(by_shard).zip(guards) {
+            for &(index, entry, user, status) in group {
+                let (slot, change) = shard.open_checked(user, status, owner, false, now, &self.timing);
+                sessions[entry] = session_id(index, slot);
+                changes.extend(change.map(|change| (entry, change)));
+            }
+            // This shard is done: it is released before the next is opened.
+        }
+        changes.sort_unstable_by_key(|&(entry, _)| entry);
+        Ok((sessions, changes.into_iter().map(|(_, change)| change).collect()))
     }
 
     /// Renews a session (no allocation, one lock).

@@ -2,7 +2,9 @@
 //! the expiry wheel of those sessions, under one lock.
 //!
 //! A user and every session of that user live in the same shard, so each
-//! operation takes exactly one lock and no lock is ever nested.
+//! operation takes exactly one lock. The one exception is a gateway's OPEN
+//! ([`super::Presence::open_all`]), which holds the shards it touches
+//! together, taken in ascending order.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -245,6 +247,35 @@ impl Shard {
         change
     }
 
+    /// Whether one more session for each element of `users` (the same user
+    /// may appear several times, for several devices) fits: every user stays
+    /// within the per-user cap, counting the sessions they hold (live or in
+    /// grace), and the slabs have a slot for every new session and new user.
+    /// Changes nothing; sorts `users`.
+    ///
+    /// Once it has passed, [`Self::open_checked`] for those users cannot
+    /// fail, as long as the shard's lock is held in between.
+    pub(super) fn check_open(&self, users: &mut [u64], timing: &Timing) -> Result<(), SessionError> {
+        users.sort_unstable();
+        let mut new_users = 0u64;
+        for run in users.chunk_by(|a, b| a == b) {
+            let held = match self.find_user(run[0]).and_then(|slot| self.users.get(slot)) {
+                Some(user) => user.sessions() as usize,
+                None => {
+                    new_users += 1;
+                    0
+                }
+            };
+            if held + run.len() > usize::from(timing.max_sessions_per_user) {
+                return Err(SessionError::TooManySessions);
+            }
+        }
+        if self.sessions.room() < users.len() as u64 || self.users.room() < new_users {
+            return Err(SessionError::Exhausted);
+        }
+        Ok(())
+    }
+
     pub(super) fn open(
         &mut self,
         user_id: u64,
@@ -254,14 +285,23 @@ impl Shard {
         now: Now,
         timing: &Timing,
     ) -> Result<(u32, Option<Change>), SessionError> {
-        let user_slot = self.user_or_insert(user_id, now).ok_or(SessionError::Exhausted)?;
-        let user = self.users.get(user_slot).copied().unwrap_or_default();
-        if user.sessions() >= u32::from(timing.max_sessions_per_user) {
-            if user.sessions() == 0 {
-                self.drop_user(user_slot);
-            }
-            return Err(SessionError::TooManySessions);
-        }
+        self.check_open(&mut [user_id], timing)?;
+        Ok(self.open_checked(user_id, status, owner, udp, now, timing))
+    }
+
+    /// Opens a session that [`Self::check_open`] has made sure of, under the
+    /// same lock: it cannot fail.
+    pub(super) fn open_checked(
+        &mut self,
+        user_id: u64,
+        status: Status,
+        owner: u32,
+        udp: bool,
+        now: Now,
+        timing: &Timing,
+    ) -> (u32, Option<Change>) {
+        const CHECKED: &str = "check_open counted a free slot for this";
+        let user_slot = self.user_or_insert(user_id, now).expect(CHECKED);
         let record = SessionRecord {
             user: user_slot,
             owner,
@@ -271,16 +311,11 @@ impl Shard {
             state: State::Active,
             udp,
         };
-        let Some(slot) = self.sessions.insert(record) else {
-            if user.sessions() == 0 {
-                self.drop_user(user_slot);
-            }
-            return Err(SessionError::Exhausted);
-        };
+        let slot = self.sessions.insert(record).expect(CHECKED);
         self.schedule(slot, now.tick + timing.ttl);
         self.live_sessions += 1;
         let change = self.update_user(user_slot, now, now.tick, timing, |u, _| *u.count_mut(status) += 1);
-        Ok((slot, change))
+        (slot, change)
     }
 
     fn owned(&mut self, slot: u32, owner: u32) -> Result<&mut SessionRecord, SessionError> {

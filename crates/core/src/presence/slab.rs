@@ -39,6 +39,12 @@ impl<T: Copy + Default> Slab<T> {
         Some(slot)
     }
 
+    /// How many more values [`Self::insert`] can take: freed slots, and
+    /// slots never handed out.
+    pub(super) fn room(&self) -> u64 {
+        self.free.len() as u64 + u64::from(u32::MAX - self.len)
+    }
+
     /// Marks a slot reusable. The caller must not use it afterwards.
     pub(super) fn remove(&mut self, slot: u32) {
         self.free.push_back(slot);
@@ -85,6 +91,17 @@ mod tests {
         assert_eq!(slab.insert(4), Some(0));
         assert_eq!(slab.get(0), Some(&4));
         assert_eq!(slab.get(2), None);
+    }
+
+    #[test]
+    fn room_counts_freed_and_unused_slots() {
+        let mut slab = Slab::<u8>::new();
+        assert_eq!(slab.room(), u64::from(u32::MAX));
+        let a = slab.insert(1).unwrap();
+        slab.insert(2).unwrap();
+        assert_eq!(slab.room(), u64::from(u32::MAX) - 2);
+        slab.remove(a);
+        assert_eq!(slab.room(), u64::from(u32::MAX) - 1);
     }
 
     #[test]

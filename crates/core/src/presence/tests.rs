@@ -221,3 +221,199 @@ fn shutdown_writes_every_visible_user() {
     p.open(2, Status::Invisible, 1, false, T0).unwrap();
     assert_eq!(p.online_last_seen(T0 + 5), vec![(1, T0 + 5)]);
 }
+
+/// Users `count` users from `from` on, each in a shard of its own.
+fn in_distinct_shards(from: u64, count: usize) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    (from..).filter(|&u| seen.insert(shard_of_user(u))).take(count).collect()
+}
+
+/// Everything a refused OPEN must leave as it was, as far as it shows.
+#[derive(Debug, PartialEq)]
+struct State {
+    lookups: Vec<Option<Lookup>>,
+    totals: Totals,
+    pending_last_seen: Vec<(u64, u64)>,
+    heap_bytes: usize,
+}
+
+fn state(p: &Presence, users: &[u64]) -> State {
+    let mut pending_last_seen = p.pending_last_seen();
+    pending_last_seen.sort_unstable();
+    State {
+        lookups: users.iter().map(|&u| p.lookup(u)).collect(),
+        totals: p.totals(),
+        pending_last_seen,
+        heap_bytes: p.heap_bytes(),
+    }
+}
+
+/// Two presences given the same history, for comparing what follows.
+fn twins(history: impl Fn(&Presence)) -> (Presence, Presence) {
+    let (a, b) = (presence(), presence());
+    history(&a);
+    history(&b);
+    (a, b)
+}
+
+#[test]
+fn a_refused_open_leaves_no_trace() {
+    // u is at the cap (4: three live, one in grace); v went offline moments
+    // ago, w is online, x was never seen. All in different shards.
+    let [u, v, w, x] = in_distinct_shards(1_000, 4)[..] else { unreachable!() };
+    let history = |p: &Presence| {
+        for (owner, status) in [(1, Status::Online), (2, Status::Away), (3, Status::Online)] {
+            p.open(u, status, owner, false, T0).unwrap();
+        }
+        let (lost, _) = p.open(u, Status::Busy, 4, false, T0 + 100).unwrap();
+        p.detach(lost, 4, T0 + 200).unwrap();
+        let (gone, _) = p.open(v, Status::Online, 5, false, T0).unwrap();
+        p.close(gone, 5, T0 + 300).unwrap();
+        p.open(w, Status::Away, 6, false, T0 + 100).unwrap();
+        for user in [u, v, w, x] {
+            p.watch(user, 100);
+        }
+    };
+    let (p, twin) = twins(history);
+    let users = [u, v, w, x];
+    let before = state(&p, &users);
+    assert_eq!(before.lookups[0].as_ref().unwrap().status, Status::Busy);
+
+    // Whichever entry is refused, first or last, and with a user named twice.
+    let refused: [&[(u64, Status)]; 3] = [
+        &[(v, Status::Online), (w, Status::Busy), (x, Status::Away), (u, Status::Online)],
+        &[(u, Status::Invisible), (v, Status::Online), (x, Status::Busy)],
+        &[(x, Status::Online), (w, Status::Busy), (x, Status::Online), (u, Status::Away), (w, Status::Online)],
+    ];
+    for entries in refused {
+        let result = p.open_all(entries.iter().copied(), 77, T0 + 500);
+        assert_eq!(result, Err(SessionError::TooManySessions), "{entries:?}");
+        assert_eq!(state(&p, &users), before, "{entries:?}");
+        assert!(p.sessions_of(77).is_empty());
+    }
+    assert_eq!(p.lookup(x), None, "no record left behind for a user never seen");
+
+    // Not even a slot moved: what follows goes exactly as without the refusals.
+    for q in [&p, &twin] {
+        assert!(q.tick(T0 + 1_000).changes.is_empty());
+    }
+    let next = [(x, Status::Online), (v, Status::Away), (w, Status::Busy)];
+    assert_eq!(p.open_all(next, 78, T0 + 1_100), twin.open_all(next, 78, T0 + 1_100));
+    assert_eq!(p.open(v, Status::Online, 9, false, T0 + 1_200), twin.open(v, Status::Online, 9, false, T0 + 1_200));
+    assert_eq!(p.tick(T0 + 1_500).changes, twin.tick(T0 + 1_500).changes, "u's grace ends alike");
+    assert_eq!(state(&p, &users), state(&twin, &users));
+}
+
+#[test]
+fn open_all_opens_like_one_open_per_entry() {
+    let [a, b, c, d, e] = in_distinct_shards(2_000, 5)[..] else { unreachable!() };
+    // d has a session in its grace window (an OPEN is its reconnection), e
+    // is away on one device, c went offline.
+    let history = |p: &Presence| {
+        let (lost, _) = p.open(d, Status::Online, 1, false, T0).unwrap();
+        p.detach(lost, 1, T0 + 100).unwrap();
+        p.open(e, Status::Away, 2, false, T0).unwrap();
+        let (gone, _) = p.open(c, Status::Busy, 3, false, T0).unwrap();
+        p.close(gone, 3, T0 + 100).unwrap();
+        p.watch(a, 100);
+        p.watch(e, 101);
+    };
+    let (p, q) = twins(history);
+    let entries = [
+        (a, Status::Away),
+        (b, Status::Online),
+        (a, Status::Online),
+        (c, Status::Invisible),
+        (d, Status::Online),
+        (e, Status::Busy),
+        (b, Status::Online),
+        (e, Status::Away),
+    ];
+    let (sessions, changes) = p.open_all(entries, 77, T0 + 200).unwrap();
+    let mut one_by_one = (Vec::new(), Vec::new());
+    for (user, status) in entries {
+        let (session, change) = q.open(user, status, 77, false, T0 + 200).unwrap();
+        one_by_one.0.push(session);
+        one_by_one.1.extend(change);
+    }
+    assert_eq!((&sessions, &changes), (&one_by_one.0, &one_by_one.1));
+    // a: away then online; b: online; e: busy. c only shows itself, d reconnects.
+    assert_eq!(statuses(&changes), [(a, Status::Away), (b, Status::Online), (a, Status::Online), (e, Status::Busy)]);
+    assert_eq!(changes[0].watchers, [100]);
+    let users = [a, b, c, d, e];
+    assert_eq!(state(&p, &users), state(&q, &users));
+    let mut owned = p.sessions_of(77);
+    owned.sort_unstable();
+    let mut opened = sessions.clone();
+    opened.sort_unstable();
+    assert_eq!(owned, opened);
+    for &session in &sessions {
+        p.heartbeat(session, 77, T0 + 300).unwrap();
+    }
+    assert_eq!(p.open_all([], 77, T0), Ok((vec![], vec![])));
+}
+
+#[test]
+fn one_user_named_several_times_counts_every_time() {
+    let [u, v] = in_distinct_shards(3_000, 2)[..] else { unreachable!() };
+    let p = presence();
+    for owner in 0..3 {
+        p.open(u, Status::Online, owner, false, T0).unwrap();
+    }
+    // One more fits, two do not: every entry counts against the cap.
+    let before = state(&p, &[u, v]);
+    assert_eq!(
+        p.open_all([(u, Status::Away), (v, Status::Online), (u, Status::Away)], 9, T0 + 100).map(|_| ()),
+        Err(SessionError::TooManySessions)
+    );
+    assert_eq!(state(&p, &[u, v]), before);
+    let (sessions, changes) = p.open_all([(v, Status::Online), (u, Status::Away)], 9, T0 + 100).unwrap();
+    assert_eq!((sessions.len(), statuses(&changes)), (2, vec![(v, Status::Online)]));
+    assert_eq!(p.open_all([(u, Status::Online)], 9, T0 + 200).unwrap_err(), SessionError::TooManySessions);
+    assert_eq!(p.totals().sessions, 5);
+
+    // A new user: exactly the cap in one OPEN, one change; one more is refused.
+    let (w, z) = (3_900, 3_901);
+    let (sessions, changes) = p.open_all([(w, Status::Online); 4], 9, T0).unwrap();
+    assert_eq!((sessions.len(), statuses(&changes)), (4, vec![(w, Status::Online)]));
+    let before = state(&p, &[z]);
+    assert_eq!(p.open_all([(z, Status::Online); 5], 9, T0).unwrap_err(), SessionError::TooManySessions);
+    assert_eq!(state(&p, &[z]), before);
+    assert_eq!(p.lookup(z), None);
+}
+
+#[test]
+fn concurrent_opens_across_shards_keep_the_cap_and_do_not_deadlock() {
+    let users = in_distinct_shards(4_000, 6);
+    let p = std::sync::Arc::new(presence());
+    let threads: Vec<_> = (0..8u32)
+        .map(|t| {
+            let (p, mut users, first) = (p.clone(), users.clone(), users[0]);
+            if t % 2 == 1 {
+                users.reverse();
+            }
+            std::thread::spawn(move || {
+                let (mut opened, mut single) = (0, 0);
+                for round in 0..200 {
+                    let entries = users.iter().map(|&u| (u, Status::Online));
+                    match p.open_all(entries, t, T0 + round) {
+                        Ok((sessions, _)) => opened += sessions.len(),
+                        Err(e) => assert_eq!(e, SessionError::TooManySessions),
+                    }
+                    single += usize::from(p.open(first, Status::Away, t, false, T0 + round).is_ok());
+                }
+                (opened, single)
+            })
+        })
+        .collect();
+    let (mut opened, mut single) = (0, 0);
+    for thread in threads {
+        let (o, s) = thread.join().unwrap();
+        (opened, single) = (opened + o, single + s);
+    }
+    // Each successful OPEN named every user once; users[0] also had single
+    // opens. It ends exactly at the cap, the others at most there.
+    assert_eq!(opened % users.len(), 0);
+    assert_eq!(opened / users.len() + single, 4, "users[0] is at the cap, not past it");
+    assert_eq!(p.totals().sessions, (opened + single) as u64);
+}
