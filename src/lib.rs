@@ -29,6 +29,8 @@
 //!   activation, SIGHUP reload.
 //! - `admin` — the HTTP admin listener: Prometheus metrics, health probes,
 //!   the JSON presence API.
+//! - `metrics` — the counters and histograms the server records and the
+//!   admin listener renders.
 //! - `logging` — the log subscriber (journald-friendly under systemd) and
 //!   its reloadable filter.
 //! - `ctl` — `heartline ctl`, the command line for a person at a running
@@ -41,5 +43,6 @@ pub mod auth;
 pub mod config;
 pub mod ctl;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod store;

@@ -114,10 +114,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let hup = signal(SignalKind::hangup())?;
         let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
-        let running = heartline::server::start(config).await?;
+        let mut running = heartline::server::start(config).await?;
         let file = args.common.config;
         let load = move || Config::load(file.as_deref(), &overrides);
-        tokio::spawn(heartline::server::reload::on_sighup(running.shared.clone(), hup, load));
+        if let Some(reloadable) = running.take_reloadable() {
+            tokio::spawn(heartline::server::reload::on_sighup(reloadable, hup, load));
+        }
         let shutdown = running.shutdown_token();
         tokio::spawn(async move {
             tokio::select! {

@@ -46,11 +46,10 @@ async fn reconnected(client: &Client) -> bool {
     matches!(*back, State::Connected { resumed: true, .. })
 }
 
-/// Closes the client's connection from the server side, optionally with a
-/// last frame (GOAWAY), as a network failure or a draining server would.
-fn drop_connection(daemon: &Daemon, session: u64, last: Option<Message>) {
-    let conn = daemon.running.shared.conns.iter().find(|c| c.session == Some(session)).expect("no such connection");
-    conn.outbox.close(last);
+/// A client of `user` whose connections go through `proxy`, which can cut
+/// them as a network failure (or, with GOAWAY, a draining server) would.
+async fn connect_through(proxy: &Proxy, daemon: &Daemon, user: u64) -> Client {
+    Client::connect(ClientConfig { addr: proxy.addr.to_string(), ..config(daemon, user) }).await.unwrap()
 }
 
 #[tokio::test]
@@ -82,7 +81,7 @@ async fn heartbeats_keep_a_session_alive_past_the_ttl() {
     let ttl = daemon.config.presence.ttl;
     watcher.no_push_for(1, ttl * 2).await;
     assert_eq!(client.session(), session, "never reconnected");
-    let beats = daemon.running.shared.metrics.heartbeats_tcp.get();
+    let beats = daemon.metric("heartline_heartbeats_total{path=\"tcp\"}").await;
     let due = (ttl * 2).as_millis() / daemon.config.presence.heartbeat_interval.as_millis();
     assert!(beats + 1 >= due as u64, "{beats} heartbeats, {due} due");
 }
@@ -96,9 +95,10 @@ async fn udp_heartbeats_are_used_when_granted() {
     let mut watcher = daemon.watcher().await;
     watcher.watch(&[2]).await;
     watcher.no_push_for(2, daemon.config.presence.ttl * 2).await;
-    let metrics = &daemon.running.shared.metrics;
-    assert!(metrics.heartbeats_udp.get() >= 4, "{} UDP heartbeats", metrics.heartbeats_udp.get());
-    assert_eq!(metrics.heartbeats_tcp.get(), 0);
+    let metrics = daemon.metrics().await;
+    let udp = sample(&metrics, "heartline_heartbeats_total{path=\"udp\"}");
+    assert!(udp >= 4, "{udp} UDP heartbeats");
+    assert_eq!(sample(&metrics, "heartline_heartbeats_total{path=\"tcp\"}"), 0);
     assert_eq!(watcher.query(&[2]).await[0].status, Status::Online);
 }
 
@@ -128,7 +128,8 @@ async fn a_dropped_connection_is_resumed_and_watched_again() {
     let daemon = Daemon::start().await;
     let mut observer = daemon.watcher().await;
     observer.watch(&[20]).await;
-    let client = connect(&daemon, 20).await;
+    let proxy = Proxy::start(daemon.running.tcp).await;
+    let client = connect_through(&proxy, &daemon, 20).await;
     observer.push_for(20).await;
     client.set_status(Status::Busy, "focus").await.unwrap();
     observer.push_for(20).await;
@@ -136,7 +137,7 @@ async fn a_dropped_connection_is_resumed_and_watched_again() {
     assert_eq!(next(&mut watch).await.status, Status::Offline);
 
     let session = client.session().unwrap();
-    drop_connection(&daemon, session, None);
+    proxy.cut(None);
     assert!(reconnected(&client).await, "not resumed");
     assert_eq!(client.session(), Some(session));
     // One session: the old one moved, rather than a new one beside it in grace.
@@ -155,12 +156,14 @@ async fn a_dropped_connection_is_resumed_and_watched_again() {
 #[tokio::test]
 async fn goaway_reconnects_after_the_requested_delay() {
     let daemon = Daemon::start().await;
-    let client = connect(&daemon, 30).await;
+    let proxy = Proxy::start(daemon.running.tcp).await;
+    let client = connect_through(&proxy, &daemon, 30).await;
     let session = client.session().unwrap();
     let goaway = Message::Goaway { reason: GoawayReason::Restart, reconnect_after_ms: 300 };
     let sent = tokio::time::Instant::now();
-    drop_connection(&daemon, session, Some(goaway));
+    proxy.cut(Some(goaway));
     assert!(reconnected(&client).await, "not resumed");
+    assert_eq!(client.session(), Some(session));
     let took = sent.elapsed();
     assert!(took >= Duration::from_millis(300), "reconnected after {took:?}");
     assert_eq!(client.stats().await.unwrap().sessions, 1);

@@ -18,14 +18,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use heartline::auth::{Claims, Keyring, Subject};
 use heartline_proto::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 
 struct Process {
     child: Child,
@@ -62,10 +60,8 @@ async fn user(process: &Process, dir: &std::path::Path, user: u64) -> Client {
     let keyring = Keyring { current: heartline::auth::load_secret(&dir.join("secret")).unwrap(), previous: None };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let token = Bytes::from(keyring.issue(&Claims { subject: Subject::User(user), expires_at: now + 3_600 }));
-    let stream = TcpStream::connect(process.tcp).await.unwrap();
-    let mut client = Client { framed: Framed::new(stream, MessageCodec::default()), next_req: 1, welcome: None };
-    client.framed.send(&hello(Role::Client, token, false, 0)).await.unwrap();
-    assert!(matches!(client.framed.next().await, Some(Ok(Message::Welcome(_)))));
+    let mut client = Client::new(TcpStream::connect(process.tcp).await.unwrap());
+    client.handshake(hello(Role::Client, token, false, 0)).await;
     client
 }
 
@@ -130,9 +126,7 @@ async fn read_all(client: &mut Client, source: Source) -> Vec<Item> {
 /// Posts from `author` as fast as the window allows until the connection
 /// dies, logging what was sent and answered.
 async fn storm_author(client: Client, seed: u64, author: u64, log: Arc<Mutex<Log>>) {
-    let (read, write) = client.framed.into_inner().into_split();
-    let mut replies = FramedRead::new(read, MessageCodec::default());
-    let mut frames = FramedWrite::new(write, MessageCodec::default());
+    let (mut replies, mut frames) = client.conn.into_split();
     let window = Arc::new(Semaphore::new(WINDOW));
     let writer = {
         let (window, log) = (window.clone(), log.clone());
@@ -150,7 +144,7 @@ async fn storm_author(client: Client, seed: u64, author: u64, log: Arc<Mutex<Log
             }
         })
     };
-    while let Some(Ok(reply)) = replies.next().await {
+    while let Ok(reply) = replies.recv().await {
         match reply {
             Message::Published { req, post } => log.lock().unwrap().acked.insert(post, (author, req)),
             // A refusal the storm should not see; logged, so that the check
@@ -174,13 +168,13 @@ async fn storm_follower(mut client: Client, log: Arc<Mutex<Log>>) {
         log.lock().unwrap().follows_sent.insert(followee);
         let req = client.req();
         let sent = Message::Graph { req, op: GraphOp::Follow, user: followee };
-        if client.framed.send(&sent).await.is_err() {
+        if client.conn.send(&sent).await.is_err() {
             return;
         }
-        match client.framed.next().await {
-            Some(Ok(Message::Ok { .. })) => log.lock().unwrap().follows_acked.insert(followee),
-            Some(Ok(other)) => panic!("unexpected reply {other:?}"),
-            _ => return,
+        match client.conn.recv().await {
+            Ok(Message::Ok { .. }) => log.lock().unwrap().follows_acked.insert(followee),
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(_) => return,
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

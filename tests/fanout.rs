@@ -3,9 +3,9 @@
 //! written, other feed requests and store writes go on, and once the queue
 //! drains the same requests are accepted and fanned out again.
 //!
-//! The queue is saturated deterministically by holding admissions, as
-//! requests being committed do: the fanout threads cannot drain those, so
-//! the test does not race them.
+//! The queue is made full deterministically with its budget,
+//! `limits.fanout_queue`: 0 refuses every request, and a reload (what SIGHUP
+//! does) opens it again.
 
 mod common;
 
@@ -37,16 +37,10 @@ async fn next(live: &mut heartline_client::LiveStream) -> LiveEvent {
     tokio::time::timeout(PATIENCE, live.next()).await.expect("no live event in time").expect("stream ended")
 }
 
-fn metric(daemon: &Daemon, series: &str) -> u64 {
-    let text = heartline::admin::prometheus::render(&daemon.running.shared);
-    let line = text.lines().find(|l| l.strip_prefix(series).is_some_and(|v| v.starts_with(' '))).unwrap();
-    line[series.len()..].trim().parse().unwrap()
-}
-
 /// Waits until every fanout job admitted so far has finished.
 async fn drained(daemon: &Daemon) {
     let until = tokio::time::Instant::now() + PATIENCE;
-    while daemon.running.shared.fanout.depth() > 0 {
+    while daemon.metric("heartline_fanout_queue_depth").await > 0 {
         assert!(tokio::time::Instant::now() < until, "the fanout queue did not drain");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -54,7 +48,7 @@ async fn drained(daemon: &Daemon) {
 
 #[tokio::test]
 async fn a_full_fanout_queue_refuses_publish_and_delete_until_it_drains() {
-    let daemon = Daemon::start_with(|c| c.presence.ttl = Duration::from_secs(60)).await;
+    let mut daemon = Daemon::start_with(|c| c.presence.ttl = Duration::from_secs(60)).await;
     let (author, reader, other) = (connect(&daemon, 1).await, connect(&daemon, 2).await, connect(&daemon, 3).await);
     reader.follow(1).await.unwrap();
     let mut live = reader.live().await.unwrap();
@@ -62,19 +56,17 @@ async fn a_full_fanout_queue_refuses_publish_and_delete_until_it_drains() {
     assert!(matches!(next(&mut live).await, LiveEvent::Item(ref i) if i.post == kept));
     drained(&daemon).await;
 
-    let queue = &daemon.running.shared.fanout;
-    let mut held = Vec::new();
-    while let Some(admission) = queue.admit(1) {
-        held.push(admission);
-    }
-    assert!(queue.depth() >= queue.capacity());
-    assert_eq!(metric(&daemon, "heartline_fanout_queue_depth"), queue.depth() as u64);
-    assert_eq!(metric(&daemon, "heartline_fanout_queue_capacity"), queue.capacity() as u64);
+    // No budget left: the queue counts as full.
+    let mut reloadable = daemon.running.take_reloadable().expect("reloadable");
+    let mut full = daemon.config.clone();
+    full.limits.fanout_queue = 0;
+    reloadable.reload(full);
+    assert_eq!(daemon.metric("heartline_fanout_queue_capacity").await, 0);
 
     refused(author.post(1, "refused").await);
     refused(author.delete(kept).await);
-    assert_eq!(metric(&daemon, "heartline_fanout_refused_total{op=\"publish\"}"), 1);
-    assert_eq!(metric(&daemon, "heartline_fanout_refused_total{op=\"delete\"}"), 1);
+    assert_eq!(daemon.metric("heartline_fanout_refused_total{op=\"publish\"}").await, 1);
+    assert_eq!(daemon.metric("heartline_fanout_refused_total{op=\"delete\"}").await, 1);
     // Requests without fanout, store writes among them, do not wait behind it.
     other.follow(1).await.unwrap();
     // Nothing was written: the refused post is nowhere, the refused delete left the post.
@@ -83,15 +75,14 @@ async fn a_full_fanout_queue_refuses_publish_and_delete_until_it_drains() {
     assert_eq!(posts(reader.home_timeline(Cursor::default(), 10).await.unwrap()), [kept]);
     assert_eq!(posts(other.home_timeline(Cursor::default(), 10).await.unwrap()), [kept]);
 
-    // Drained: accepted again, and fanned out (the next live event is the
-    // new post: the refused one was never pushed).
-    held.pop();
+    // Room again: accepted, and fanned out (the next live event is the new
+    // post: the refused one was never pushed).
+    reloadable.reload(daemon.config.clone());
     let again = author.post(2, "after").await.unwrap();
     assert!(matches!(next(&mut live).await, LiveEvent::Item(ref i) if i.post == again && i.kind == 2));
-    drop(held);
     author.delete(kept).await.unwrap();
     assert_eq!(next(&mut live).await, LiveEvent::Deleted { post: kept });
     assert_eq!(posts(reader.home_timeline(Cursor::default(), 10).await.unwrap()), [again]);
     drained(&daemon).await;
-    assert_eq!(metric(&daemon, "heartline_fanout_refused_total{op=\"publish\"}"), 1);
+    assert_eq!(daemon.metric("heartline_fanout_refused_total{op=\"publish\"}").await, 1);
 }

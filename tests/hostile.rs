@@ -16,13 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use heartline::auth::{Claims, Keyring, Subject};
-use heartline::server::net::Refused;
-use heartline::server::Shared;
-use heartline_proto::udp::{self, DropReason};
+use heartline_proto::udp;
 use heartline_proto::*;
-use tokio::io::AsyncWriteExt;
 
 const MAX_CONNECTIONS: usize = 40;
 const PER_IP: usize = 6;
@@ -38,12 +34,18 @@ fn addr(last: u8) -> Ipv4Addr {
 }
 
 /// Waits until `done` holds, checking every 10 ms, for at most [`PATIENCE`].
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let until = tokio::time::Instant::now() + PATIENCE;
-    while !done() {
+    while !done().await {
         assert!(tokio::time::Instant::now() < until, "not within {PATIENCE:?}: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The daemon's refusals at accept so far, by cap: `[total, per_ip]`.
+async fn refusals(daemon: &Daemon) -> [u64; 2] {
+    let metrics = daemon.metrics().await;
+    ["total", "per_ip"].map(|cap| sample(&metrics, &format!("heartline_connections_refused_total{{cap=\"{cap}\"}}")))
 }
 
 /// The process's resident memory (the daemon runs in it), in KiB.
@@ -75,7 +77,7 @@ fn hello_bytes(token: Bytes) -> BytesMut {
 
 async fn write_raw(client: &mut Client, bytes: &[u8]) {
     // The server may already have closed: what it said is read afterwards.
-    let _ = client.framed.get_mut().write_all(bytes).await;
+    let _ = client.send_raw(bytes).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -159,7 +161,7 @@ async fn truncated_frame(daemon: &Daemon) {
     let mut client = daemon.connect_from(addr(11)).await;
     let frame = hello_bytes(daemon.user_token(900));
     write_raw(&mut client, &frame[..frame.len() / 2]).await;
-    client.framed.get_mut().shutdown().await.unwrap();
+    client.conn.shutdown().await.unwrap();
     assert_eq!(client.closing_error().await, None);
 }
 
@@ -181,9 +183,9 @@ async fn slowloris(daemon: &Daemon) {
     let frame = hello_bytes(daemon.user_token(901));
     for byte in frame.iter() {
         write_raw(&mut client, &[*byte]).await;
-        match tokio::time::timeout(Duration::from_millis(50), client.framed.next()).await {
+        match tokio::time::timeout(Duration::from_millis(50), client.conn.recv()).await {
             Err(_) => continue,
-            Ok(Some(Ok(Message::Error { code, .. }))) => {
+            Ok(Ok(Message::Error { code, .. })) => {
                 assert_eq!(ErrorCode::from_u16(code), Some(ErrorCode::HandshakeTimeout));
                 assert_eq!(client.closing_error().await, None, "closed after the ERROR");
                 return;
@@ -247,7 +249,6 @@ async fn other_users_session(daemon: &Daemon, victim: u64) {
 /// Replayed and forged UDP heartbeats: dropped silently and counted; the
 /// legitimate session stays online and its next datagram is accepted.
 async fn udp_replay_and_forgery(daemon: &Daemon, victim: u64) {
-    let shared = &daemon.running.shared;
     let mut client = user_from(daemon, addr(17), 904, true).await;
     let welcome = client.welcome.clone().unwrap();
     assert_ne!(welcome.udp_port, 0);
@@ -261,14 +262,18 @@ async fn udp_replay_and_forgery(daemon: &Daemon, victim: u64) {
         udp::write_heartbeat(&mut buf, key, session, seq, None);
         buf
     };
-    let dropped = |reason| shared.metrics.udp_dropped(reason).get();
-    let before: Vec<u64> =
-        [DropReason::Replayed, DropReason::BadTag, DropReason::UnknownId, DropReason::BadLength].map(dropped).into();
-    let accepted = shared.metrics.heartbeats_udp.get();
+    let reasons = ["replayed", "bad_tag", "unknown_id", "bad_length"];
+    let dropped = async || {
+        let metrics = daemon.metrics().await;
+        reasons.map(|reason| sample(&metrics, &format!("heartline_udp_dropped_total{{reason=\"{reason}\"}}")))
+    };
+    let applied = async || daemon.metric("heartline_heartbeats_total{path=\"udp\"}").await;
+    let before = dropped().await;
+    let accepted = applied().await;
 
     let first = datagram(&welcome.udp_key, welcome.session, 1);
     send(first.clone()).await;
-    eventually("the first datagram accepted", || shared.metrics.heartbeats_udp.get() == accepted + 1).await;
+    eventually("the first datagram accepted", async || applied().await == accepted + 1).await;
     send(first).await;
     let mut forged = datagram(&welcome.udp_key, welcome.session, 2);
     let last = forged.len() - 1;
@@ -279,12 +284,11 @@ async fn udp_replay_and_forgery(daemon: &Daemon, victim: u64) {
     send(datagram(&welcome.udp_key, victim, 1)).await;
     send(BytesMut::from(&b"short"[..])).await;
     let expected = [before[0] + 1, before[1] + 2, before[2] + 1, before[3] + 1];
-    let reasons = [DropReason::Replayed, DropReason::BadTag, DropReason::UnknownId, DropReason::BadLength];
-    eventually("every bad datagram counted", || reasons.map(dropped) == expected).await;
+    eventually("every bad datagram counted", async || dropped().await == expected).await;
     // The forgeries moved no replay window: seq 2 is still good.
     send(datagram(&welcome.udp_key, welcome.session, 2)).await;
-    eventually("the next datagram accepted", || shared.metrics.heartbeats_udp.get() == accepted + 2).await;
-    assert_eq!(shared.metrics.heartbeats_udp.get(), accepted + 2, "no forged datagram was applied");
+    eventually("the next datagram accepted", async || applied().await == accepted + 2).await;
+    assert_eq!(applied().await, accepted + 2, "no forged datagram was applied");
     let entries = client.query(&[904]).await;
     assert_eq!(entries[0].status, Status::Online);
     // UDP is never answered, on UDP or on the connection.
@@ -306,9 +310,10 @@ async fn watch_too_many(daemon: &Daemon) {
 
 /// More connections from one address than the cap: the one past it gets
 /// TOO_MANY_CONNECTIONS without sending anything; another address is not
-/// affected; a place freed is a place to take again.
-async fn per_ip_flood(daemon: &Daemon) {
-    let admission = &daemon.running.shared.admission;
+/// affected; a place freed is a place to take again. Returns how many
+/// attempts to take it were refused first (the daemon frees the place a
+/// moment after it closes the connection), each a per-address refusal.
+async fn per_ip_flood(daemon: &Daemon) -> u64 {
     let source = addr(19);
     let mut held = Vec::new();
     for i in 0..PER_IP {
@@ -317,9 +322,26 @@ async fn per_ip_flood(daemon: &Daemon) {
     let mut refused = daemon.connect_from(source).await;
     assert_eq!(refused.closing_error().await, Some(ErrorCode::TooManyConnections));
     gateway_from(daemon, addr(20), "neighbour").await;
-    drop(held.pop());
-    eventually("the closed connection's place freed", || admission.open_from(source.into()) == PER_IP - 1).await;
-    held.push(gateway_from(daemon, source, "again").await);
+    let mut leaving = held.pop().unwrap();
+    leaving.send(Message::Bye).await;
+    assert_eq!(leaving.closing_error().await, None, "the daemon closes after BYE");
+    let mut early = 0;
+    loop {
+        let mut again = daemon.connect_from(source).await;
+        let token = daemon.token(Subject::Gateway("again".into()), 3_600);
+        // A refused connection may be closed before the HELLO is written.
+        let _ = again.conn.send(&hello(Role::Gateway, token, false, 0)).await;
+        match again.recv().await {
+            Message::Welcome(_) => break,
+            Message::Error { code, .. } if code == ErrorCode::TooManyConnections as u16 => {
+                early += 1;
+                assert!(early < 100, "the closed connection's place never freed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => panic!("expected WELCOME or TOO_MANY_CONNECTIONS, got {other:?}"),
+        }
+    }
+    early
 }
 
 /// Status changes and posts past their bursts: RATE_LIMITED with the
@@ -389,36 +411,34 @@ async fn rate_limits(daemon: &Daemon) {
 /// queue are full it is cut with SLOW_CONSUMER, which it finds after all it
 /// did not read; the others keep getting their events meanwhile.
 async fn never_reads(daemon: &Daemon) {
-    let shared = &daemon.running.shared;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind((addr(22), 0).into()).unwrap();
     // A small receive buffer: the server's send side fills after a few replies.
     socket.set_recv_buffer_size(4_096).unwrap();
     let mut client = Client::new(socket.connect(daemon.running.tcp).await.unwrap());
     client.handshake(hello(Role::Client, daemon.user_token(907), false, 0)).await;
-    let session = client.session();
-    let closing = || shared.conns.iter().find(|e| e.session == Some(session)).is_none_or(|e| e.outbox.is_closing());
+    // No other connection past HELLO closes while still registered (each
+    // leaves or is refused first), so a closing one is this one, its queue
+    // overflowed. Checked every 16 queries: a scrape costs a round trip.
+    let closing = async || daemon.metric("heartline_connections_closing").await > 0;
     // Big replies: a PRESENCE of 1,000 online users each.
     let users: Vec<u64> = ACTORS.iter().copied().cycle().take(1_000).collect();
     let mut sent = 0;
-    while !closing() {
+    while sent % 16 != 0 || !closing().await {
         assert!(sent < 10_000, "{sent} queries unread and still not a slow consumer");
         let req = client.req();
         // The daemon may cut us off between the check and this send.
-        if client.framed.send(&Message::Query { req, users: users.clone() }).await.is_err() {
+        if client.conn.send(&Message::Query { req, users: users.clone() }).await.is_err() {
             break;
         }
         sent += 1;
-        if sent % 16 == 0 {
-            tokio::task::yield_now().await;
-        }
     }
     assert_eq!(client.closing_error().await, Some(ErrorCode::SlowConsumer));
 }
 
 /// Past `limits.max_connections` (every address): TOO_MANY_CONNECTIONS.
 async fn total_flood(daemon: &Daemon) -> Vec<Client> {
-    let open = daemon.running.shared.admission.open();
+    let open = daemon.metric("heartline_connections_open").await as usize;
     let mut held = Vec::new();
     for i in open..MAX_CONNECTIONS {
         held.push(gateway_from(daemon, addr(100 + (i / PER_IP) as u8), &format!("total-{i}")).await);
@@ -442,18 +462,18 @@ async fn hostile_clients_get_what_the_spec_says_and_others_keep_working() {
         (c.limits.post_rate, c.limits.post_burst) = (20.0, BURST);
     })
     .await;
-    let shared: &Shared = &daemon.running.shared;
+    let open = async || daemon.metric("heartline_connections_open").await as usize;
     let workload = Workload::start(&daemon).await;
     let victim = workload.actors[0].session();
-    let baseline = shared.admission.open();
+    let baseline = open().await;
     assert_eq!(baseline, ACTORS.len() + 3);
-    let refused_before = [Refused::Total, Refused::PerIp].map(|cap| shared.metrics.connections_refused(cap).get());
+    let refused_before = refusals(&daemon).await;
     let rss_before = rss_kib();
 
     let (stop, rounds) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let running = tokio::spawn(workload.run(stop.clone(), rounds.clone()));
     let dir = tempfile::tempdir().unwrap();
-    tokio::join!(
+    let ((), (), (), (), (), (), (), (), (), per_ip_early, (), ()) = tokio::join!(
         random_bytes(&daemon),
         truncated_frame(&daemon),
         four_gib_length(&daemon),
@@ -467,14 +487,15 @@ async fn hostile_clients_get_what_the_spec_says_and_others_keep_working() {
         rate_limits(&daemon),
         never_reads(&daemon),
     );
-    eventually("every attacker's connection closed", || shared.admission.open() == baseline).await;
+    eventually("every attacker's connection closed", async || open().await == baseline).await;
     // With the daemon full, the well-behaved connections still work.
     let flood = total_flood(&daemon).await;
-    assert_eq!(shared.admission.open(), MAX_CONNECTIONS);
+    assert_eq!(open().await, MAX_CONNECTIONS);
     let full_from = rounds.load(Ordering::Relaxed);
-    eventually("well-behaved rounds with the daemon full", || rounds.load(Ordering::Relaxed) >= full_from + 2).await;
+    let full_rounds = async || rounds.load(Ordering::Relaxed) >= full_from + 2;
+    eventually("well-behaved rounds with the daemon full", full_rounds).await;
     drop(flood);
-    eventually("the flood's connections closed", || shared.admission.open() == baseline).await;
+    eventually("the flood's connections closed", async || open().await == baseline).await;
 
     stop.store(true, Ordering::Relaxed);
     let mut workload = running.await.unwrap();
@@ -483,9 +504,14 @@ async fn hostile_clients_get_what_the_spec_says_and_others_keep_working() {
     // And nothing is left pending for the well-behaved: no stray push.
     workload.watcher.no_push_for(ACTORS[0], Duration::from_millis(100)).await;
 
-    let refused = [Refused::Total, Refused::PerIp].map(|cap| shared.metrics.connections_refused(cap).get());
-    assert_eq!([refused[0] - refused_before[0], refused[1] - refused_before[1]], [1, 1], "exactly the two floods");
-    assert_eq!(shared.conns.len(), baseline, "connections past HELLO back to the well-behaved");
+    let refused = refusals(&daemon).await;
+    let floods = [refused[0] - refused_before[0], refused[1] - refused_before[1]];
+    assert_eq!(floods, [1, 1 + per_ip_early], "exactly the two floods (and early retries of a freed place)");
+    assert_eq!(
+        daemon.metric("heartline_connections").await as usize,
+        baseline,
+        "connections past HELLO back to the well-behaved"
+    );
     let grown_mib = rss_kib().saturating_sub(rss_before) / 1024;
     assert!(grown_mib < 64, "resident memory grew by {grown_mib} MiB");
 }

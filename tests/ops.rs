@@ -17,7 +17,6 @@ use heartline::config::{Config, ConfigError, Overrides};
 use heartline_proto::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixDatagram};
-use tokio_util::codec::Framed;
 
 /// A spawned binary needs longer than an in-process daemon: it starts a runtime and opens a store.
 const STARTUP: Duration = Duration::from_secs(20);
@@ -152,7 +151,7 @@ impl Process {
 
     async fn hello(&self, token: Bytes) -> Result<Client, Option<ErrorCode>> {
         let stream = TcpStream::connect(self.tcp).await.unwrap();
-        let mut client = Client { framed: Framed::new(stream, MessageCodec::default()), next_req: 1, welcome: None };
+        let mut client = Client::new(stream);
         client.send(hello(Role::Client, token, false, 0)).await;
         match client.recv().await {
             Message::Welcome(w) => {
@@ -289,11 +288,6 @@ async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>
 
 async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     request(addr, "GET", path, token, "").await
-}
-
-fn sample(metrics: &str, series: &str) -> u64 {
-    let line = metrics.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
-    line.unwrap_or_else(|| panic!("no {series} in:\n{metrics}")).rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 #[tokio::test]

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use heartline::auth::Subject;
-use heartline_proto::udp::DropReason;
 use heartline_proto::*;
 
 async fn refused(daemon: &Daemon, token: Bytes, role: Role) -> Option<ErrorCode> {
@@ -228,7 +227,6 @@ async fn udp_heartbeats_are_authenticated_and_replays_dropped() {
         let to = daemon.running.udp;
         async move { socket.send_to(&bytes, to).await.unwrap() }
     };
-    let metrics = &daemon.running.shared.metrics;
 
     let mut away = BytesMut::new();
     udp::write_heartbeat(&mut away, &welcome.udp_key, welcome.session, 1, Some(Status::Away));
@@ -243,10 +241,11 @@ async fn udp_heartbeats_are_authenticated_and_replays_dropped() {
     udp::write_heartbeat(&mut unknown, &welcome.udp_key, welcome.session + 64, 3, Some(Status::Busy));
     send(unknown).await;
     watcher.no_push_for(30, Duration::from_millis(300)).await;
-    assert_eq!(metrics.udp_dropped(DropReason::Replayed).get(), 1);
-    assert_eq!(metrics.udp_dropped(DropReason::BadTag).get(), 1);
-    assert_eq!(metrics.udp_dropped(DropReason::UnknownId).get(), 1);
-    assert_eq!(metrics.heartbeats_udp.get(), 1);
+    let metrics = daemon.metrics().await;
+    for reason in ["replayed", "bad_tag", "unknown_id"] {
+        assert_eq!(sample(&metrics, &format!("heartline_udp_dropped_total{{reason=\"{reason}\"}}")), 1, "{reason}");
+    }
+    assert_eq!(sample(&metrics, "heartline_heartbeats_total{path=\"udp\"}"), 1);
 }
 
 #[tokio::test]
@@ -300,19 +299,20 @@ async fn a_slow_consumer_is_coalesced_then_closed() {
         let status = if round.is_multiple_of(2) { Status::Away } else { Status::Busy };
         Message::BatchHeartbeat(Batch::encode(&ids.iter().map(|&id| (id, Some(status))).collect::<Vec<_>>()).unwrap())
     };
-    let coalesced = |daemon: &Daemon| daemon.running.shared.conns.iter().map(|e| e.outbox.depth().1).max().unwrap();
+    // Only the watcher's queue can coalesce: the gateway watches nothing.
+    let coalesced = async || daemon.metric("heartline_watch_events_coalesced_total").await;
 
     // From here on the watcher reads nothing. Changes of the 32 users it
     // watches (under the bound of 64) fill its socket, then coalesce.
     let mut watcher = daemon.watcher().await;
     watcher.watch(&users[..32]).await;
     let mut round = 0;
-    while coalesced(&daemon) == 0 {
+    while round % 64 != 0 || coalesced().await == 0 {
         gateway.send(flip(round, &few)).await;
         round += 1;
         assert!(round < 1_000_000, "the watcher's queue never coalesced");
     }
-    assert_eq!(daemon.running.shared.conns.len(), 2, "coalescing closes nothing");
+    assert_eq!(daemon.metric("heartline_connections").await, 2, "coalescing closes nothing");
 
     // Watching everyone, a change of all 2,000 users passes the bound.
     for (req, chunk) in users[32..].chunks(limits::MAX_IDS).enumerate() {

@@ -1,6 +1,7 @@
 //! The presence scenario in gateway mode: N simulated clients carried by a
-//! few gateway connections (raw frames over TCP). Each gateway OPENs its
-//! slice of the clients in chunks of `limits::MAX_BATCH`, then sends
+//! few gateway connections (raw frames over TCP, `heartline_client::wire`).
+//! Each gateway OPENs its slice of the clients in chunks of
+//! `limits::MAX_BATCH`, then sends
 //! BATCH_HEARTBEAT frames of its sorted sessions on absolute deadlines spread
 //! evenly over the interval, so the server sees N / interval heartbeats per
 //! second; with `--udp-batches` the same batches go as authenticated UDP
@@ -23,16 +24,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use heartline::auth::{Claims, Keyring, Subject};
+use heartline_client::wire::{self, Connection, Reader, WireError, Writer};
 use heartline_proto::*;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::procstat::sample_of as sample;
 use crate::progress;
@@ -97,71 +94,12 @@ pub(crate) fn token(keyring: &Keyring, subject: Subject) -> Bytes {
     Bytes::from(keyring.issue(&Claims { subject, expires_at: now + 24 * 3_600 }))
 }
 
-/// The sending half of a raw protocol connection.
-struct Writer {
-    write: OwnedWriteHalf,
-    buf: BytesMut,
-    next_req: u64,
-}
-
-impl Writer {
-    /// Sends one frame; returns its size on the wire.
-    async fn send(&mut self, msg: &Message) -> Result<usize> {
-        self.buf.clear();
-        MessageCodec::default().encode(msg, &mut self.buf)?;
-        self.write.write_all(&self.buf).await?;
-        Ok(self.buf.len())
-    }
-
-    /// Sends a request with the next request id; returns the id.
-    async fn send_request(&mut self, build: impl FnOnce(u64) -> Message) -> Result<u64> {
-        self.next_req += 1;
-        self.send(&build(self.next_req)).await?;
-        Ok(self.next_req)
-    }
-}
-
-/// One raw protocol connection, past WELCOME.
-struct Conn {
-    read: FramedRead<OwnedReadHalf, MessageCodec>,
-    writer: Writer,
-    welcome: Welcome,
-}
-
-impl Conn {
-    async fn hello(addr: SocketAddr, role: Role, want_udp: bool, token: Bytes) -> Result<Self> {
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
-        let mut writer = Writer { write, buf: BytesMut::new(), next_req: 0 };
-        let hello = Hello { version: VERSION, role, device: Device::Desktop, want_udp, resume: 0, token };
-        writer.send(&Message::Hello(hello)).await?;
-        let mut read = FramedRead::new(read, MessageCodec::default());
-        match read.next().await {
-            Some(Ok(Message::Welcome(welcome))) => Ok(Self { read, writer, welcome }),
-            other => bail!("expected WELCOME, got {other:?}"),
-        }
-    }
-
-    async fn recv(&mut self) -> Result<Message> {
-        match self.read.next().await {
-            Some(Ok(msg)) => Ok(msg),
-            Some(Err(e)) => bail!("bad frame: {e}"),
-            None => bail!("connection closed by the server"),
-        }
-    }
-
-    /// Sends a request and returns its reply, skipping pushes.
-    async fn request(&mut self, build: impl FnOnce(u64) -> Message) -> Result<Message> {
-        self.writer.send_request(build).await?;
-        loop {
-            match self.recv().await? {
-                Message::PresencePush { .. } => continue,
-                Message::Error { code, message, .. } => bail!("error {code}: {message:?}"),
-                reply => return Ok(reply),
-            }
-        }
-    }
+/// One raw protocol connection past WELCOME (no resumption: a new session
+/// or gateway each time), with its WELCOME.
+async fn hello(addr: SocketAddr, role: Role, want_udp: bool, token: Bytes) -> Result<(Connection, Welcome)> {
+    let mut conn = Connection::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    let welcome = conn.hello(token, role, want_udp, 0).await.context("expected WELCOME")?;
+    Ok((conn, welcome))
 }
 
 /// The slice of users gateway `g` of `gateways` owns.
@@ -177,7 +115,7 @@ struct Opened {
 }
 
 /// Opens the slice's sessions, chunk after chunk.
-async fn open(conn: &mut Conn, users: Range<u64>, ramp: &AtomicU64) -> Result<Opened> {
+async fn open(conn: &mut Connection, users: Range<u64>, ramp: &AtomicU64) -> Result<Opened> {
     let mut sessions = Vec::with_capacity((users.end - users.start) as usize);
     let mut open_latency = histogram();
     let mut next = users.start;
@@ -186,10 +124,10 @@ async fn open(conn: &mut Conn, users: Range<u64>, ramp: &AtomicU64) -> Result<Op
         let entries: Vec<OpenEntry> =
             (next..end).map(|user| OpenEntry { user, device: Device::Mobile, status: Status::Online }).collect();
         let sent = Instant::now();
-        match conn.request(|req| Message::Open { req, entries }).await? {
-            Message::Opened { sessions: got, .. } if got.len() as u64 == end - next => sessions.extend(got),
-            other => bail!("expected OPENED with {} sessions, got {other:?}", end - next),
-        }
+        let req = conn.next_req();
+        let got =
+            conn.open(req, entries).await.with_context(|| format!("expected OPENED with {} sessions", end - next))?;
+        sessions.extend(got);
         open_latency.saturating_record(sent.elapsed().as_micros() as u64);
         ramp.fetch_add(end - next, Relaxed);
         next = end;
@@ -250,7 +188,7 @@ impl Batches {
         }
         let entries: Vec<BatchEntry> = self.ids[b].iter().map(|&id| (id, None)).collect();
         let mut buf = BytesMut::new();
-        MessageCodec::default().encode(&Message::BatchHeartbeat(Batch::encode(&entries)?), &mut buf)?;
+        wire::encode_batch(&entries, &mut buf)?;
         let frame = buf.freeze();
         self.frames[b] = Some(frame.clone());
         Ok(frame)
@@ -327,13 +265,15 @@ impl Churn {
         }
         let now = Instant::now();
         let n = sessions.len() as u64;
-        let req = w.send_request(|req| Message::Close { req, sessions }).await?;
+        let req = w.next_req();
+        w.send(&Message::Close { req, sessions }).await?;
         self.pending.insert(req, Pending::Close(now, n));
         let entries = users
             .iter()
             .map(|&u| OpenEntry { user: first_user + u as u64, device: Device::Mobile, status: Status::Online })
             .collect();
-        let req = w.send_request(|req| Message::Open { req, entries }).await?;
+        let req = w.next_req();
+        w.send(&Message::Open { req, entries }).await?;
         self.pending.insert(req, Pending::Open(now, users));
         Ok(())
     }
@@ -360,7 +300,8 @@ impl Churn {
 
 /// One gateway's run: where its sessions are, who it may change, until when.
 struct Gateway {
-    conn: Conn,
+    conn: Connection,
+    welcome: Welcome,
     sessions: Vec<u64>,
     users: Range<u64>,
     /// (user, session) of the watched users in this gateway's slice.
@@ -369,11 +310,11 @@ struct Gateway {
 
 /// Sends heartbeats, status changes and churn until `end`.
 async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: Instant, end: Instant) -> Result<()> {
-    let Gateway { conn, sessions, users, targets } = gw;
+    let Gateway { conn, welcome, sessions, users, targets } = gw;
     let ticks = (p.interval.as_secs_f64() / TICK.as_secs_f64()).max(1.0);
     let per_batch = ((sessions.len() as f64 / ticks).ceil() as usize).clamp(1, limits::MAX_BATCH);
     let mut batches = Batches::new(&sessions, per_batch);
-    let Conn { read, writer: mut w, welcome } = conn;
+    let (read, mut w) = conn.into_split();
     let mut path = if p.udp_batches {
         if welcome.udp_port == 0 {
             bail!("the daemon granted the gateway no UDP (WELCOME udp_port 0)");
@@ -408,7 +349,6 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
     let mut statuses: HashMap<u64, Status> = HashMap::new();
     let mut rng = fastrand::Rng::with_seed(p.seed ^ users.start);
     let (mut k, mut next_change) = (0u32, start + change_step.unwrap_or_default() / 2);
-    let mut buf = BytesMut::new();
     loop {
         let next_batch = start + step * k;
         let change_due = change_step.is_some() && next_change < next_batch;
@@ -430,11 +370,10 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
                 _ => Status::Away,
             };
             statuses.insert(session, status);
-            buf.clear();
-            MessageCodec::default()
-                .encode(&Message::BatchHeartbeat(Batch::encode(&[(session, Some(status))])?), &mut buf)?;
+            // Encoded into the connection's buffer before the clock is read, written after.
+            w.feed_batch(&[(session, Some(status))])?;
             shared.pending.lock().expect("pending lock").insert(user, (Instant::now(), status));
-            w.write.write_all(&buf).await?;
+            w.flush().await?;
             shared.status_changes.fetch_add(1, Relaxed);
             p.timeline.count("status_change", 1);
             next_change += change_step.unwrap_or_default();
@@ -447,7 +386,7 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
             let bytes = match &mut path {
                 Path::Tcp => {
                     let frame = batches.frame(b)?;
-                    w.write.write_all(&frame).await?;
+                    w.send_raw(&frame).await?;
                     frame.len()
                 }
                 Path::Udp(u) => {
@@ -470,7 +409,7 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
             churn.step(&mut w, &mut batches, &mut rng, start, users.start).await?;
         }
     }
-    w.write.flush().await?;
+    w.flush().await?;
     reader.await??;
     // Dropping the connection ends its sessions (after the grace window).
     drop(w);
@@ -480,31 +419,29 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
 /// Reads a gateway's incoming frames until `until`: hands replies to
 /// requests (churn's) to the writer and counts ERRORs about batches.
 async fn read_replies(
-    mut read: FramedRead<OwnedReadHalf, MessageCodec>,
+    mut read: Reader,
     shared: Arc<Shared>,
     replies: mpsc::UnboundedSender<Reply>,
     until: Instant,
 ) -> Result<()> {
     loop {
-        match tokio::time::timeout_at(until, read.next()).await {
+        match tokio::time::timeout_at(until, read.recv()).await {
             Err(_) => return Ok(()),
-            Ok(Some(Ok(reply @ (Message::Ok { .. } | Message::Opened { .. })))) => {
+            Ok(Ok(reply @ (Message::Ok { .. } | Message::Opened { .. }))) => {
                 let _ = replies.send((reply, Instant::now()));
             }
-            Ok(Some(Ok(reply @ Message::Error { req: 1.., .. }))) => {
+            Ok(Ok(reply @ Message::Error { req: 1.., .. })) => {
                 let _ = replies.send((reply, Instant::now()));
             }
-            Ok(Some(Ok(Message::Error { code, message, .. }))) => {
-                shared.error(format!("server error {code}: {message:?}"))
-            }
-            Ok(Some(Ok(Message::Goaway { .. }))) => shared.error("GOAWAY"),
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(e))) => {
-                shared.error(format!("bad frame: {e}"));
+            Ok(Ok(Message::Error { code, message, .. })) => shared.error(format!("server error {code}: {message:?}")),
+            Ok(Ok(Message::Goaway { .. })) => shared.error("GOAWAY"),
+            Ok(Ok(_)) => {}
+            Ok(Err(WireError::Closed)) => {
+                shared.error("gateway connection closed by the server");
                 return Ok(());
             }
-            Ok(None) => {
-                shared.error("gateway connection closed by the server");
+            Ok(Err(e)) => {
+                shared.error(format!("bad frame: {e}"));
                 return Ok(());
             }
         }
@@ -514,7 +451,7 @@ async fn read_replies(
 /// A watcher: watches `friends`, then times every push that carries the
 /// latest status sent for a user (`notify`).
 async fn watcher(
-    mut conn: Conn,
+    mut conn: Connection,
     friends: Vec<u64>,
     shared: Arc<Shared>,
     timeline: Arc<Timeline>,
@@ -528,9 +465,9 @@ async fn watcher(
         }
     }
     loop {
-        match tokio::time::timeout_at(until, conn.read.next()).await {
+        match tokio::time::timeout_at(until, conn.recv()).await {
             Err(_) => return Ok(()),
-            Ok(Some(Ok(Message::PresencePush { entries }))) => {
+            Ok(Ok(Message::PresencePush { entries })) => {
                 let now = Instant::now();
                 let pending = shared.pending.lock().expect("pending lock");
                 for e in entries {
@@ -541,10 +478,10 @@ async fn watcher(
                     }
                 }
             }
-            Ok(Some(Ok(Message::Error { code, message, .. }))) => shared.error(format!("watcher: {code} {message:?}")),
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(e))) => bail!("watcher: bad frame: {e}"),
-            Ok(None) => bail!("watcher: connection closed by the server"),
+            Ok(Ok(Message::Error { code, message, .. })) => shared.error(format!("watcher: {code} {message:?}")),
+            Ok(Ok(_)) => {}
+            Ok(Err(WireError::Closed)) => bail!("watcher: connection closed by the server"),
+            Ok(Err(e)) => bail!("watcher: bad frame: {e}"),
         }
     }
 }
@@ -582,18 +519,18 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
         let (p, ramp) = (p.clone(), ramp.clone());
         opening.push(tokio::spawn(async move {
             let token = token(&p.keyring, Subject::Gateway(format!("loadgen-{g}")));
-            let mut conn = Conn::hello(p.addr, Role::Gateway, p.udp_batches, token).await?;
+            let (mut conn, welcome) = hello(p.addr, Role::Gateway, p.udp_batches, token).await?;
             let users = slice(&p, g);
             let opened = open(&mut conn, users, &ramp).await?;
-            Ok::<_, anyhow::Error>((conn, opened))
+            Ok::<_, anyhow::Error>((conn, welcome, opened))
         }));
     }
     let mut gateways = Vec::new();
     let mut open_latency = histogram();
     for task in opening {
-        let (conn, opened) = task.await??;
+        let (conn, welcome, opened) = task.await??;
         open_latency.add(&opened.open_latency)?;
-        gateways.push((conn, opened.sessions));
+        gateways.push((conn, welcome, opened.sessions));
     }
     let ramp_s = ramp_started.elapsed().as_secs_f64();
     drop(shown);
@@ -604,7 +541,7 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
     let mut watcher_conns = Vec::new();
     for w in 0..n_watchers {
         let token = token(&p.keyring, Subject::Gateway(format!("loadgen-watch-{w}")));
-        watcher_conns.push(Conn::hello(p.addr, Role::Gateway, false, token).await?);
+        watcher_conns.push(hello(p.addr, Role::Gateway, false, token).await?.0);
     }
     let watch = if p.udp_batches { Some(UdpWatch::start(p.admin).await) } else { None };
 
@@ -615,11 +552,11 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
         watching.push(tokio::spawn(watcher(conn, friends, shared.clone(), p.timeline.clone(), end + DRAIN)));
     }
     let mut running = Vec::new();
-    for (g, (conn, sessions)) in gateways.into_iter().enumerate() {
+    for (g, (conn, welcome, sessions)) in gateways.into_iter().enumerate() {
         let users = slice(&p, g);
         let targets: Vec<(u64, u64)> =
             watched.iter().filter(|u| users.contains(u)).map(|&u| (u, sessions[(u - users.start) as usize])).collect();
-        let gw = Gateway { conn, sessions, users, targets };
+        let gw = Gateway { conn, welcome, sessions, users, targets };
         running.push(tokio::spawn(run_gateway(gw, p.clone(), shared.clone(), start, end)));
     }
     let shown = {

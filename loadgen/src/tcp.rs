@@ -16,15 +16,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use heartline::auth::{Keyring, Subject};
+use heartline_client::wire::{Connection, WireError, Writer};
 use heartline_proto::*;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::codec::{Encoder, Framed, FramedRead};
 
 use crate::gateway::token;
 use crate::procstat::{sample_of as sample, Sample};
@@ -69,7 +66,7 @@ impl Counters {
 }
 
 /// A client connection past WELCOME.
-pub(crate) type ClientConn = Framed<TcpStream, MessageCodec>;
+pub(crate) type ClientConn = Connection;
 
 /// Connects as client `user` (HELLO with its token, asking for UDP
 /// credentials if `want_udp`) and waits for its WELCOME. On loopback the
@@ -88,14 +85,11 @@ pub(crate) async fn connect(
     }
     let stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
-    let mut framed = Framed::new(stream, MessageCodec::default());
+    let mut conn = Connection::from_stream(stream);
     let token = token(keyring, Subject::User(user));
-    let hello = Hello { version: VERSION, role: Role::Client, device: Device::Desktop, want_udp, resume: 0, token };
-    futures_util::SinkExt::send(&mut framed, &Message::Hello(hello)).await?;
-    match framed.next().await {
-        Some(Ok(Message::Welcome(welcome))) => Ok((framed, welcome)),
-        other => bail!("user {user}: expected WELCOME, got {other:?}"),
-    }
+    let welcome =
+        conn.hello(token, Role::Client, want_udp, 0).await.with_context(|| format!("user {user}: expected WELCOME"))?;
+    Ok((conn, welcome))
 }
 
 /// The ramp-up: every client connected and welcomed, `handshakes` at a
@@ -134,22 +128,14 @@ pub(crate) async fn connect_all(p: &Arc<Params>, want_udp: bool) -> Result<(Vec<
 }
 
 /// Sends BYE, so the session ends at once rather than after a grace window.
-pub(crate) async fn bye(write: &mut OwnedWriteHalf) -> std::io::Result<()> {
-    let mut frame = BytesMut::new();
-    // BYE has no body: encoding it cannot fail.
-    let _ = MessageCodec::default().encode(&Message::Bye, &mut frame);
-    write.write_all(&frame).await
+pub(crate) async fn bye(write: &mut Writer) -> Result<(), WireError> {
+    write.send(&Message::Bye).await.map(drop)
 }
 
 /// Whether what a client connection read ends it: ERROR, GOAWAY, a bad
 /// frame or the end of the stream (the daemon sends nothing else unasked).
-pub(crate) fn ends_client(msg: &Option<Result<Message, FrameError>>) -> bool {
-    !matches!(msg, Some(Ok(m)) if !matches!(m, Message::Error { .. } | Message::Goaway { .. }))
-}
-
-fn split(conn: ClientConn) -> (FramedRead<OwnedReadHalf, MessageCodec>, OwnedWriteHalf) {
-    let (read, write) = conn.into_parts().io.into_split();
-    (FramedRead::new(read, MessageCodec::default()), write)
+pub(crate) fn ends_client(msg: &Result<Message, WireError>) -> bool {
+    !matches!(msg, Ok(m) if !matches!(m, Message::Error { .. } | Message::Goaway { .. }))
 }
 
 /// What every client of a run shares.
@@ -165,13 +151,14 @@ struct Plan {
 /// end, reading whatever arrives, sometimes leaving and reconnecting first.
 async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase: Duration) {
     let Plan { start, end, churn, ref counters } = *plan;
+    // Encoded once, written as it is every interval.
     let mut frame = BytesMut::new();
     let hb = Message::Heartbeat(Heartbeat { jitter_ms: 0, dseq: 1, status: None });
-    if MessageCodec::default().encode(&hb, &mut frame).is_err() {
+    if encode_frame(&hb, &mut frame).is_err() {
         counters.errors.fetch_add(1, Relaxed);
         return;
     }
-    let (mut incoming, mut write) = split(conn);
+    let (mut incoming, mut write) = conn.into_split();
     let mut rng = fastrand::Rng::with_seed(i);
     let mut k = 0u32;
     loop {
@@ -186,7 +173,7 @@ async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase
                     p.timeline.count("churn_close", 1);
                     let sent = Instant::now();
                     match connect(p.addr, &p.keyring, p.user_base + i, i, false).await {
-                        Ok((conn, _)) => (incoming, write) = split(conn),
+                        Ok((conn, _)) => (incoming, write) = conn.into_split(),
                         Err(_) => {
                             counters.errors.fetch_add(1, Relaxed);
                             return;
@@ -194,7 +181,7 @@ async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase
                     }
                     p.timeline.latency("churn_connect", sent.elapsed().as_micros() as u64);
                 }
-                if write.write_all(&frame).await.is_err() {
+                if write.send_raw(&frame).await.is_err() {
                     counters.errors.fetch_add(1, Relaxed);
                     return;
                 }
@@ -203,7 +190,7 @@ async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase
                 p.timeline.count("heartbeat", 1);
                 k += 1;
             }
-            msg = incoming.next() => if ends_client(&msg) {
+            msg = incoming.recv() => if ends_client(&msg) {
                 counters.errors.fetch_add(1, Relaxed);
                 return;
             },

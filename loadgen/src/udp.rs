@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use heartline_proto::udp::{self, Key};
 use heartline_proto::BatchEntry;
 use quinn_udp::{Transmit, UdpSocketState};
@@ -218,10 +217,9 @@ async fn send_loop(
 /// Keeps a client's TCP connection (it owns the session and its key) until
 /// `until`, then says BYE; anything the daemon sends unasked is an error.
 async fn hold(conn: tcp::ClientConn, until: Instant, counters: Arc<Counters>) {
-    let (read, mut write) = conn.into_parts().io.into_split();
-    let mut incoming = tokio_util::codec::FramedRead::new(read, heartline_proto::MessageCodec::default());
+    let (mut incoming, mut write) = conn.into_split();
     loop {
-        match tokio::time::timeout_at(until, incoming.next()).await {
+        match tokio::time::timeout_at(until, incoming.recv()).await {
             Err(_) => break,
             Ok(msg) if ends_client(&msg) => {
                 counters.error(format!("a client connection ended: {msg:?}"));

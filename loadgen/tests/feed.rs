@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, daemon, loadgen, loadgen_async, Redis};
+use common::{admin_get, config, daemon, loadgen, loadgen_async, Redis};
 use heartline::store::Durability;
 use heartline_core::feed::Strategy;
 
@@ -49,7 +49,11 @@ async fn run_against_daemon(strategy: Strategy, label: &str) -> (serde_json::Val
         ["--addr", &addr, "--admin", &admin, "--data-dir", &data_dir, "--strategy", label, "--server-pid", &pid];
     let report = loadgen_async(args(&extra), dir.path().join("report.json")).await;
     // The first celebrity (user 1) is followed by about 95% of the users.
-    let celebrity = running.shared.feed.graph.follower_count(1);
+    let (status, graph) = admin_get(running.admin, "/v1/graph/1").await;
+    assert_eq!(status, 200, "{graph}");
+    let graph: serde_json::Value = serde_json::from_str(&graph).unwrap();
+    assert_eq!(graph["user"], 1, "{graph}");
+    let celebrity = graph["followers"].as_u64().unwrap_or_else(|| panic!("no followers: {graph}")) as usize;
     running.shutdown().await;
     (report, celebrity)
 }

@@ -3,8 +3,8 @@
 //! clients — and a user's follower and following counts.
 //!
 //! Owns request parsing and the JSON shapes. It must not apply privacy
-//! itself: entries come from `Shared::entry` as an unrelated viewer
-//! ([`Viewer::Anyone`]) sees them, through the one policy point.
+//! itself: entries come from [`Backend::presence`] as an unrelated viewer
+//! sees them, through the one policy point.
 //!
 //! User ids are JSON numbers (u64): JavaScript clients must parse them as
 //! BigInt above 2^53.
@@ -16,10 +16,8 @@ use hyper::body::Incoming;
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{json, text, Body};
-use crate::server::{now_ms, Shared};
-use heartline_core::presence::Viewer;
-use heartline_proto::{PresenceEntry, Stats};
+use super::{json, text, Backend, Body};
+use heartline_proto::PresenceEntry;
 
 /// Most ids one query may name, as one QUERY frame (SPEC.md limits).
 pub const MAX_QUERY: usize = 1_000;
@@ -36,11 +34,11 @@ fn error(status: StatusCode, message: &'static str) -> Response<Body> {
 }
 
 /// `GET /v1/presence/{user}`: one entry.
-pub async fn presence(shared: Arc<Shared>, user: &str) -> Response<Body> {
+pub async fn presence(backend: Arc<dyn Backend>, user: &str) -> Response<Body> {
     let Ok(user) = user.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, "the user id must be an unsigned 64-bit integer");
     };
-    match lookup(shared, vec![user]).await {
+    match lookup(backend, vec![user]).await {
         Some(mut entries) => json(StatusCode::OK, &entries.remove(0)),
         None => text(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n"),
     }
@@ -48,7 +46,7 @@ pub async fn presence(shared: Arc<Shared>, user: &str) -> Response<Body> {
 
 /// `POST /v1/presence/query` with a JSON array of up to [`MAX_QUERY`] ids:
 /// an array of entries in the same order.
-pub async fn query(shared: Arc<Shared>, body: Incoming) -> Response<Body> {
+pub async fn query(backend: Arc<dyn Backend>, body: Incoming) -> Response<Body> {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB"),
@@ -59,7 +57,7 @@ pub async fn query(shared: Arc<Shared>, body: Incoming) -> Response<Body> {
     if users.len() > MAX_QUERY {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "at most 1000 ids per query");
     }
-    match lookup(shared, users).await {
+    match lookup(backend, users).await {
         Some(entries) => json(StatusCode::OK, &entries),
         None => text(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n"),
     }
@@ -73,37 +71,20 @@ struct GraphCounts {
 }
 
 /// `GET /v1/graph/{user}`: how many follow the user, and how many they follow.
-pub fn graph(shared: &Shared, user: &str) -> Response<Body> {
+pub fn graph(backend: &dyn Backend, user: &str) -> Response<Body> {
     let Ok(user) = user.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, "the user id must be an unsigned 64-bit integer");
     };
-    let graph = &shared.feed.graph;
-    json(
-        StatusCode::OK,
-        &GraphCounts { user, followers: graph.follower_count(user), following: graph.following_count(user) },
-    )
+    let (followers, following) = backend.graph_counts(user);
+    json(StatusCode::OK, &GraphCounts { user, followers, following })
 }
 
 /// `GET /v1/stats`: the same totals as STATS_REPLY.
-pub fn stats(shared: &Shared) -> Response<Body> {
-    let totals = shared.presence.totals();
-    json(
-        StatusCode::OK,
-        &Stats {
-            online_users: totals.online_users,
-            sessions: totals.sessions,
-            watches: totals.watches,
-            connections: shared.conns.len() as u64,
-        },
-    )
+pub fn stats(backend: &dyn Backend) -> Response<Body> {
+    json(StatusCode::OK, &backend.gauges().stats)
 }
 
 /// Entries for `users`; offline users are read from the store, so off the runtime.
-async fn lookup(shared: Arc<Shared>, users: Vec<u64>) -> Option<Vec<PresenceEntry>> {
-    tokio::task::spawn_blocking(move || {
-        let now = now_ms();
-        users.into_iter().map(|user| shared.entry(Viewer::Anyone, user, now)).collect()
-    })
-    .await
-    .ok()
+async fn lookup(backend: Arc<dyn Backend>, users: Vec<u64>) -> Option<Vec<PresenceEntry>> {
+    tokio::task::spawn_blocking(move || backend.presence(&users)).await.ok()
 }

@@ -3,9 +3,11 @@
 //! backends that don't speak the binary protocol.
 //!
 //! Owns the admin socket, routing and the bearer-token check. It must not
-//! change presence state: every route reads. Series are defined in
-//! `crate::server::metrics`, rendered in [`prometheus`]; JSON routes are in
-//! [`api`].
+//! change presence state: every route reads, through a [`Backend`] the
+//! server hands it — a snapshot of gauges, the metrics and lookups — never
+//! the server's internals (this module does not import `crate::server`).
+//! Series are defined in `crate::metrics`, rendered in [`prometheus`]; JSON
+//! routes are in [`api`].
 
 pub mod api;
 pub mod prometheus;
@@ -25,27 +27,64 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Shared;
+use heartline_proto::{PresenceEntry, Stats};
+
+use crate::metrics::Metrics;
 
 /// A slow or idle client gets this long to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Body = Full<Bytes>;
 
+/// What the admin listener may read of the running server.
+pub trait Backend: Send + Sync + 'static {
+    fn metrics(&self) -> &Metrics;
+    /// The gauges, read now.
+    fn gauges(&self) -> Gauges;
+    /// Users' presence as an unrelated viewer sees it. May read the store:
+    /// call it off the runtime.
+    fn presence(&self, users: &[u64]) -> Vec<PresenceEntry>;
+    /// How many follow the user, and how many they follow.
+    fn graph_counts(&self, user: u64) -> (usize, usize);
+}
+
+/// Gauges of the running server, read at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    /// The totals STATS reports.
+    pub stats: Stats,
+    /// TCP connections open, HELLO done or not.
+    pub connections_open: u64,
+    pub store_up: bool,
+    /// Frames and entries waiting to be written, in all and on the deepest connection.
+    pub outbound_depth: u64,
+    pub outbound_depth_max: u64,
+    /// Connections past HELLO whose outbox is closed and still being written.
+    pub connections_closing: u64,
+    pub fanout_depth: u64,
+    pub fanout_capacity: u64,
+}
+
 /// What every request handler sees.
 struct State {
-    shared: Arc<Shared>,
+    backend: Arc<dyn Backend>,
     /// Cancelled when the server starts draining: `/readyz` turns 503.
     draining: CancellationToken,
     /// `Authorization` header value every route but the probes needs.
     bearer: Option<Vec<u8>>,
 }
 
-/// Serves the admin API on `listener` until `shared.stop`.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, draining: CancellationToken) {
-    let bearer = shared.config.admin.token.as_ref().map(|t| format!("Bearer {t}").into_bytes());
-    let stop = shared.stop.clone();
-    let state = Arc::new(State { shared, draining, bearer });
+/// Serves the admin API on `listener` until `stop`; `/readyz` fails once
+/// `draining` is cancelled; every route but the probes needs `token` when set.
+pub async fn serve(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    token: Option<String>,
+    draining: CancellationToken,
+    stop: CancellationToken,
+) {
+    let bearer = token.map(|t| format!("Bearer {t}").into_bytes());
+    let state = Arc::new(State { backend, draining, bearer });
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -91,16 +130,16 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             response
         }
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(Body::from(prometheus::render(&state.shared)));
+            let mut response = Response::new(Body::from(prometheus::render(&*state.backend)));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(prometheus::CONTENT_TYPE));
             response
         }
-        (&Method::GET, "/v1/stats") => api::stats(&state.shared),
-        (&Method::POST, "/v1/presence/query") => api::query(state.shared.clone(), req.into_body()).await,
+        (&Method::GET, "/v1/stats") => api::stats(&*state.backend),
+        (&Method::POST, "/v1/presence/query") => api::query(state.backend.clone(), req.into_body()).await,
         (&Method::GET, p) if p.starts_with("/v1/presence/") => {
-            api::presence(state.shared.clone(), &p["/v1/presence/".len()..]).await
+            api::presence(state.backend.clone(), &p["/v1/presence/".len()..]).await
         }
-        (&Method::GET, p) if p.starts_with("/v1/graph/") => api::graph(&state.shared, &p["/v1/graph/".len()..]),
+        (&Method::GET, p) if p.starts_with("/v1/graph/") => api::graph(&*state.backend, &p["/v1/graph/".len()..]),
         (_, "/healthz" | "/readyz" | "/metrics" | "/v1/stats" | "/v1/presence/query") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }

@@ -1,6 +1,6 @@
 //! The Prometheus text exposition format (version 0.0.4) of the server's
-//! metrics: the counters and histograms of `crate::server::metrics`, and
-//! gauges read from the live state at scrape time.
+//! metrics: the counters and histograms of `crate::metrics`, and the
+//! gauges a [`Backend`] reads from the live state at scrape time.
 //!
 //! Owns series names, labels and help texts. It must not keep state: every
 //! scrape renders afresh. Reading the queue gauges locks each connection's
@@ -10,9 +10,8 @@
 
 use std::fmt::Write;
 
-use crate::server::metrics::{CloseReason, Counter, Histogram, BUCKETS_US};
-use crate::server::net::Refused;
-use crate::server::Shared;
+use super::Backend;
+use crate::metrics::{CloseReason, Counter, Histogram, Refused, BUCKETS_US};
 use heartline_proto::udp::DropReason;
 use heartline_proto::ErrorCode;
 
@@ -80,8 +79,9 @@ impl Exposition {
 }
 
 /// Every series, as one scrape's body.
-pub fn render(shared: &Shared) -> String {
-    let m = &shared.metrics;
+pub fn render(backend: &dyn Backend) -> String {
+    let m = backend.metrics();
+    let gauges = backend.gauges();
     let mut out = Exposition(String::with_capacity(16 * 1024));
     out.family("heartline_build_info", "gauge", "The running version.");
     out.sample("heartline_build_info", concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""), 1);
@@ -94,18 +94,18 @@ pub fn render(shared: &Shared) -> String {
         heartbeats.map(|(path, c)| (path, c.get())),
     );
 
-    let totals = shared.presence.totals();
+    let totals = gauges.stats;
     out.gauge("heartline_sessions", "Live sessions, grace windows included.", totals.sessions);
     out.gauge("heartline_users_online", "Users with at least one visible session.", totals.online_users);
     out.gauge("heartline_watches", "Watch subscriptions (watcher, user pairs).", totals.watches);
-    out.gauge("heartline_connections", "Connections past HELLO.", shared.conns.len() as u64);
+    out.gauge("heartline_connections", "Connections past HELLO.", totals.connections);
     out.gauge(
         "heartline_store_up",
         "1 while the durable store takes writes, 0 while it is down (full or failing disk; writes get UNAVAILABLE).",
-        u64::from(!shared.store.is_down()),
+        u64::from(gauges.store_up),
     );
     out.counter("heartline_connections_accepted_total", "TCP connections accepted.", &m.connections_accepted);
-    out.gauge("heartline_connections_open", "TCP connections open, HELLO done or not.", shared.admission.open() as u64);
+    out.gauge("heartline_connections_open", "TCP connections open, HELLO done or not.", gauges.connections_open);
     out.labelled(
         "heartline_connections_refused_total",
         "Connections closed at accept with TOO_MANY_CONNECTIONS, by cap: total (limits.max_connections) or per_ip.",
@@ -146,13 +146,7 @@ pub fn render(shared: &Shared) -> String {
         "Queued presence entries replaced by a newer one for the same user before being written.",
         &m.watch_events_coalesced,
     );
-    let (mut depth, mut deepest, mut closing) = (0u64, 0u64, 0u64);
-    for entry in shared.conns.iter() {
-        let queued = entry.outbox.depth().0 as u64;
-        depth += queued;
-        deepest = deepest.max(queued);
-        closing += u64::from(entry.outbox.is_closing());
-    }
+    let (depth, deepest, closing) = (gauges.outbound_depth, gauges.outbound_depth_max, gauges.connections_closing);
     out.gauge("heartline_outbound_queue_depth", "Frames and entries waiting to be written, all connections.", depth);
     out.gauge("heartline_outbound_queue_depth_max", "The deepest single connection's outbound queue.", deepest);
     out.gauge(
@@ -180,12 +174,12 @@ pub fn render(shared: &Shared) -> String {
     out.gauge(
         "heartline_fanout_queue_depth",
         "Fan-out jobs admitted and not finished (reserved by a PUBLISH or DELETE being committed, queued, or running).",
-        shared.fanout.depth() as u64,
+        gauges.fanout_depth,
     );
     out.gauge(
         "heartline_fanout_queue_capacity",
         "Fan-out jobs outstanding at which PUBLISH and DELETE are refused with UNAVAILABLE.",
-        shared.fanout.capacity() as u64,
+        gauges.fanout_capacity,
     );
     let refused = [("publish", &m.fanout_refused_publish), ("delete", &m.fanout_refused_delete)];
     out.labelled(

@@ -91,6 +91,10 @@ pub struct Limits {
     pub post_rate: f64,
     /// Posts a client session may make at once before the rate applies.
     pub post_burst: u32,
+    /// Fan-out not yet done, in readers (followers to reach), past which
+    /// PUBLISH and DELETE are refused with UNAVAILABLE before anything is
+    /// written; 0 refuses every one.
+    pub fanout_queue: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -230,6 +234,7 @@ impl Default for Limits {
             status_burst: 10,
             post_rate: 1.0,
             post_burst: 20,
+            fanout_queue: 4_194_304,
         }
     }
 }

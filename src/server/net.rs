@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+pub use crate::metrics::Refused;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -79,15 +80,6 @@ pub fn connection_ceiling() -> Option<usize> {
     }
     let reserve = FD_RESERVE.min(limit.rlim_cur / 4);
     Some(usize::try_from(limit.rlim_cur - reserve).unwrap_or(usize::MAX))
-}
-
-/// Which cap a connection was refused by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// `limits.max_connections`.
-    Total,
-    /// `limits.max_connections_per_ip`.
-    PerIp,
 }
 
 /// The connections open now, in all and per address.

@@ -17,6 +17,8 @@ use heartline_proto::{limits, ErrorCode, Message, PresenceEntry, Text};
 
 #[derive(Default)]
 struct Queue {
+    /// Something outside the connection that its machine must handle first.
+    interrupt: Option<Interrupt>,
     frames: VecDeque<Message>,
     presence: IndexMap<u64, PresenceEntry>,
     /// Set once: the last frame to write before closing.
@@ -30,22 +32,34 @@ impl Queue {
     }
 }
 
-pub struct Outbox {
+pub(super) struct Outbox {
     queue: Mutex<Queue>,
     wake: Notify,
     limit: usize,
 }
 
 /// What the writer got from [`Outbox::take`].
-pub enum Batch {
+pub(crate) enum Batch {
     /// Write these and come back.
     More,
     /// Write these, then close the connection.
     Last,
+    /// Nothing taken: hand this to the connection's machine first.
+    Interrupted(Interrupt),
+}
+
+/// News for a connection from elsewhere in the server, which its machine
+/// turns into effects (`heartline_core::conn::Connection::expired`, `drain`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    /// The presence wheel ended the connection's session.
+    Expired,
+    /// The server is stopping.
+    Drain,
 }
 
 impl Outbox {
-    pub fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize) -> Self {
         Self { queue: Mutex::new(Queue::default()), wake: Notify::new(), limit }
     }
 
@@ -54,7 +68,7 @@ impl Outbox {
     }
 
     /// Queues a frame; over the bound, the connection is closed instead.
-    pub fn send(&self, msg: Message) {
+    pub(super) fn send(&self, msg: Message) {
         let mut q = self.lock();
         if q.closing.is_some() {
             return;
@@ -70,7 +84,7 @@ impl Outbox {
 
     /// Queues a presence entry, replacing a queued one for the same user;
     /// true when it replaced one (for the server's coalescing counter).
-    pub fn presence(&self, entry: PresenceEntry) -> bool {
+    pub(super) fn presence(&self, entry: PresenceEntry) -> bool {
         let mut q = self.lock();
         if q.closing.is_some() {
             return false;
@@ -101,7 +115,7 @@ impl Outbox {
     }
 
     /// Writes what is queued, then `last` (if any), then closes.
-    pub fn close(&self, last: Option<Message>) {
+    pub(super) fn close(&self, last: Option<Message>) {
         let mut q = self.lock();
         if q.closing.is_none() {
             q.closing = Some(last);
@@ -110,22 +124,37 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    pub fn is_closing(&self) -> bool {
+    /// Tells the connection's task something it must act on; the first
+    /// interrupt wins, and a closing connection needs none.
+    pub(crate) fn interrupt(&self, kind: Interrupt) {
+        let mut q = self.lock();
+        if q.closing.is_some() || q.interrupt.is_some() {
+            return;
+        }
+        q.interrupt = Some(kind);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    pub(super) fn is_closing(&self) -> bool {
         self.lock().closing.is_some()
     }
 
     /// Frames and entries waiting, and entries coalesced so far.
-    pub fn depth(&self) -> (usize, u64) {
+    pub(super) fn depth(&self) -> (usize, u64) {
         let q = self.lock();
         (q.len(), q.coalesced)
     }
 
     /// Waits for something to write and moves it to `out`, presence entries
     /// grouped into PRESENCE_PUSH frames.
-    pub async fn take(&self, out: &mut Vec<Message>) -> Batch {
+    pub(super) async fn take(&self, out: &mut Vec<Message>) -> Batch {
         loop {
             {
                 let mut q = self.lock();
+                if let Some(interrupt) = q.interrupt.take() {
+                    return Batch::Interrupted(interrupt);
+                }
                 if q.len() > 0 || q.closing.is_some() {
                     out.extend(q.frames.drain(..));
                     let entries: Vec<PresenceEntry> = q.presence.drain(..).map(|(_, e)| e).collect();
@@ -147,12 +176,12 @@ impl Outbox {
 }
 
 /// The ERROR that ends a connection whose queue overflowed.
-pub fn slow_consumer() -> Message {
+pub(super) fn slow_consumer() -> Message {
     error(0, ErrorCode::SlowConsumer, "outbound queue full")
 }
 
 /// An ERROR frame.
-pub fn error(req: u64, code: ErrorCode, message: &'static str) -> Message {
+pub(super) fn error(req: u64, code: ErrorCode, message: &'static str) -> Message {
     Message::Error { req, code: code as u16, message: Text::from(message) }
 }
 

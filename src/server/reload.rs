@@ -8,6 +8,7 @@
 //! for a restart, and is logged as such.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -15,7 +16,9 @@ use std::time::Duration;
 use tokio::signal::unix::Signal;
 
 use heartline_core::conn::rate::Rate;
-use super::{now_ms, Shared};
+use tokio_util::sync::CancellationToken;
+
+use super::now_ms;
 use crate::auth::{AuthError, Claims, Keyring, Secret};
 use crate::config::{Config, ConfigError};
 
@@ -80,9 +83,13 @@ impl Keys {
 
 /// The limits connections read when they need them, so a reload reaches
 /// new connections (queue bound, handshake), every accept (connection caps),
-/// every WATCH (watch cap) and every rate-limited request (rates).
+/// every WATCH (watch cap) and every rate-limited request (rates). The one
+/// place the server reads `[limits]` from: the few that a reload cannot
+/// change (frame size, drain timeout) are here too, fixed at start.
 #[derive(Debug)]
 pub struct Limits {
+    max_frame: usize,
+    drain_timeout: Duration,
     max_watch: AtomicUsize,
     outbound_queue: AtomicUsize,
     handshake_timeout_ms: AtomicU64,
@@ -90,6 +97,7 @@ pub struct Limits {
     max_connections_per_ip: AtomicUsize,
     status: AtomicRate,
     post: AtomicRate,
+    fanout_queue: AtomicUsize,
     /// The most connections the descriptor limit leaves room for; fixed at start.
     ceiling: Option<usize>,
 }
@@ -116,6 +124,8 @@ impl Limits {
     /// descriptors (`None`: no limit known); `max_connections` never exceeds it.
     pub fn new(config: &crate::config::Limits, ceiling: Option<usize>) -> Self {
         let limits = Self {
+            max_frame: config.max_frame,
+            drain_timeout: config.drain_timeout,
             max_watch: AtomicUsize::new(0),
             outbound_queue: AtomicUsize::new(0),
             handshake_timeout_ms: AtomicU64::new(0),
@@ -123,6 +133,7 @@ impl Limits {
             max_connections_per_ip: AtomicUsize::new(0),
             status: AtomicRate::default(),
             post: AtomicRate::default(),
+            fanout_queue: AtomicUsize::new(0),
             ceiling,
         };
         limits.set(config);
@@ -149,6 +160,17 @@ impl Limits {
         self.max_connections_per_ip.store(config.max_connections_per_ip, Ordering::Relaxed);
         self.status.set(Rate::per_second(config.status_rate, config.status_burst));
         self.post.set(Rate::per_second(config.post_rate, config.post_burst));
+        self.fanout_queue.store(config.fanout_queue, Ordering::Relaxed);
+    }
+
+    /// Largest frame accepted and announced in WELCOME; fixed at start.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// How long a shutdown waits for connections to leave; fixed at start.
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
     }
 
     pub fn max_watch(&self) -> usize {
@@ -182,10 +204,15 @@ impl Limits {
     pub fn post_rate(&self) -> Rate {
         self.post.get()
     }
+
+    /// Fan-out outstanding, in readers, at which PUBLISH and DELETE are refused.
+    pub fn fanout_queue(&self) -> usize {
+        self.fanout_queue.load(Ordering::Relaxed)
+    }
 }
 
 /// Settings a reload applies; every other difference needs a restart.
-const RELOADABLE: [&str; 11] = [
+const RELOADABLE: [&str; 12] = [
     "log",
     "limits.max_watch",
     "limits.outbound_queue",
@@ -196,69 +223,84 @@ const RELOADABLE: [&str; 11] = [
     "limits.status_burst",
     "limits.post_rate",
     "limits.post_burst",
+    "limits.fanout_queue",
     "auth.rotation_window",
 ];
 /// Settings whose values are never logged.
 const SECRET_SETTINGS: [&str; 1] = ["admin.token"];
 
+/// What a reload changes, and where the secret lives.
+pub struct Reloadable {
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) secret_path: PathBuf,
+    /// The settings in force.
+    pub(crate) applied: Config,
+    pub(crate) stop: CancellationToken,
+}
+
 /// Reloads on every SIGHUP until the server stops. `hup` is registered by
 /// the caller before the server starts, so a SIGHUP that arrives early is
 /// not the default action (which ends the process).
 pub async fn on_sighup(
-    shared: Arc<Shared>,
+    mut target: Reloadable,
     mut hup: Signal,
     load: impl Fn() -> Result<Config, ConfigError> + Send + 'static,
 ) {
-    let mut applied = shared.config.clone();
     loop {
         tokio::select! {
-            _ = shared.stop.cancelled() => return,
+            _ = target.stop.cancelled() => return,
             received = hup.recv() => if received.is_none() { return },
         }
         tracing::info!("SIGHUP: reloading the configuration and the token secret");
         match load() {
             Ok(next) => {
-                reload(&shared, &applied, &next);
-                applied = next;
+                target.reload(next);
             }
             Err(e) => tracing::error!(error = %e, "reload refused: the configuration is invalid; nothing changed"),
         }
     }
 }
 
-/// Applies the reloadable part of `next` (compared with `applied`) and the
-/// secret file, and logs each change and each setting that needs a restart.
-pub fn reload(shared: &Shared, applied: &Config, next: &Config) {
-    // Limits before the secret: a client that gets in with a token of the new
-    // secret must find the new limits too (the reload is one event to it).
-    shared.limits.set(&next.limits);
-    let now_s = now_ms() / 1000;
-    match crate::auth::load_secret(&shared.config.data_dir.join("secret")) {
-        Ok(secret) => match shared.keyring.rotate(secret, next.auth.rotation_window, now_s) {
-            Some((old, new)) => tracing::info!(
-                previous = %old,
-                current = %new,
-                window = %humantime::format_duration(next.auth.rotation_window),
-                "token secret rotated; tokens of the previous secret stay valid for the window"
-            ),
-            None => tracing::info!("token secret unchanged"),
-        },
-        Err(e) => tracing::error!(error = %e, "cannot read the secret file; keeping the current secret"),
-    }
-    for (key, (old, new)) in diff(applied, next) {
-        let (old, new) = if SECRET_SETTINGS.contains(&key.as_str()) { ("…", "…") } else { (&old[..], &new[..]) };
-        if RELOADABLE.contains(&key.as_str()) {
-            tracing::info!(setting = %key, from = %old, to = %new, "setting changed");
-        } else {
-            tracing::warn!(setting = %key, from = %old, to = %new, "setting changed in the file; takes effect at the next restart");
+impl Reloadable {
+    /// Applies the reloadable part of `next` (compared with the settings in
+    /// force) and the secret file, and logs each change and each setting
+    /// that needs a restart.
+    pub fn reload(&mut self, next: Config) {
+        // Limits before the secret: a client that gets in with a token of the new
+        // secret must find the new limits too (the reload is one event to it).
+        self.limits.set(&next.limits);
+        let now_s = now_ms() / 1000;
+        match crate::auth::load_secret(&self.secret_path) {
+            Ok(secret) => match self.keys.rotate(secret, next.auth.rotation_window, now_s) {
+                Some((old, new)) => tracing::info!(
+                    previous = %old,
+                    current = %new,
+                    window = %humantime::format_duration(next.auth.rotation_window),
+                    "token secret rotated; tokens of the previous secret stay valid for the window"
+                ),
+                None => tracing::info!("token secret unchanged"),
+            },
+            Err(e) => tracing::error!(error = %e, "cannot read the secret file; keeping the current secret"),
         }
-    }
-    if next.log != applied.log {
-        match crate::logging::set_filter(&next.log) {
-            Ok(true) => {}
-            Ok(false) => tracing::info!("RUST_LOG is set and overrides the log setting"),
-            Err(e) => tracing::error!(error = %e, "cannot apply the new log filter"),
+        let applied = &self.applied;
+        for (key, (old, new)) in diff(applied, &next) {
+            let (old, new) =
+                if SECRET_SETTINGS.contains(&key.as_str()) { ("…", "…") } else { (&old[..], &new[..]) };
+            if RELOADABLE.contains(&key.as_str()) {
+                tracing::info!(setting = %key, from = %old, to = %new, "setting changed");
+            } else {
+                tracing::warn!(setting = %key, from = %old, to = %new, "setting changed in the file; takes effect at the next restart");
+            }
         }
+        if next.log != applied.log {
+            match crate::logging::set_filter(&next.log) {
+                Ok(true) => {}
+                Ok(false) => tracing::info!("RUST_LOG is set and overrides the log setting"),
+                Err(e) => tracing::error!(error = %e, "cannot apply the new log filter"),
+            }
+        }
+        self.applied = next;
     }
 }
 

@@ -1,17 +1,22 @@
-//! A real daemon on 127.0.0.1:0 in a temporary data dir, and a raw protocol
-//! client for the integration tests.
+//! A real daemon on 127.0.0.1:0 in a temporary data dir, a raw protocol
+//! client for the integration tests (over `heartline_client::wire`), the
+//! daemon's figures as its admin listener's /metrics shows them, and a proxy
+//! that cuts connections.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use heartline::auth::{Claims, Keyring, Subject};
 use heartline::config::Config;
 use heartline::server::{self, Running};
+use heartline_client::wire::{Connection, WireError};
 use heartline_proto::*;
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// How long a test waits for something the server should do promptly.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(5);
@@ -51,6 +56,16 @@ impl Daemon {
         Self { running, config, _dir: Some(dir) }
     }
 
+    /// The body of the daemon's /metrics.
+    pub(crate) async fn metrics(&self) -> String {
+        scrape(self.running.admin).await
+    }
+
+    /// One series of the daemon's /metrics, as [`sample`] reads it.
+    pub(crate) async fn metric(&self, series: &str) -> u64 {
+        sample(&self.metrics().await, series)
+    }
+
     /// Graceful shutdown, then a new daemon on the same data dir.
     pub(crate) async fn restart(mut self) -> Self {
         let dir = self._dir.take();
@@ -86,7 +101,7 @@ impl Daemon {
     }
 
     pub(crate) async fn connect(&self) -> Client {
-        Client::new(TcpStream::connect(self.running.tcp).await.unwrap())
+        Client::from(Connection::connect(self.running.tcp).await.unwrap())
     }
 
     /// A connection from `source` (any 127.x.y.z works on loopback), for
@@ -124,15 +139,23 @@ pub(crate) fn hello(role: Role, token: Bytes, want_udp: bool, resume: u64) -> Me
     Message::Hello(Hello { version: VERSION, role, device: Device::Desktop, want_udp, resume, token })
 }
 
+/// A raw protocol connection with the test's expectations built in: a
+/// frame that does not come within [`PATIENCE`] fails the test.
 pub(crate) struct Client {
-    pub framed: Framed<TcpStream, MessageCodec>,
+    pub conn: Connection,
     pub next_req: u64,
     pub welcome: Option<Welcome>,
 }
 
+impl From<Connection> for Client {
+    fn from(conn: Connection) -> Self {
+        Client { conn, next_req: 1, welcome: None }
+    }
+}
+
 impl Client {
     pub(crate) fn new(stream: TcpStream) -> Self {
-        Client { framed: Framed::new(stream, MessageCodec::default()), next_req: 1, welcome: None }
+        Client::from(Connection::from_stream(stream))
     }
 
     /// Sends `hello` and waits for WELCOME.
@@ -149,22 +172,28 @@ impl Client {
     }
 
     pub(crate) async fn send(&mut self, msg: Message) {
-        self.framed.send(&msg).await.unwrap();
+        self.conn.send(&msg).await.unwrap();
+    }
+
+    /// Writes `bytes` as they are; the server may already have closed (what
+    /// it said is read afterwards).
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+        self.conn.send_raw(bytes).await
     }
 
     /// The next frame, or a panic after [`PATIENCE`].
     pub(crate) async fn recv(&mut self) -> Message {
-        match tokio::time::timeout(PATIENCE, self.framed.next()).await {
-            Ok(Some(Ok(msg))) => msg,
-            Ok(other) => panic!("connection ended: {other:?}"),
+        match tokio::time::timeout(PATIENCE, self.conn.recv()).await {
+            Ok(Ok(msg)) => msg,
+            Ok(Err(e)) => panic!("connection ended: {e:?}"),
             Err(_) => panic!("nothing received within {PATIENCE:?}"),
         }
     }
 
     /// The next frame within `wait`, if any.
     pub(crate) async fn try_recv(&mut self, wait: Duration) -> Option<Message> {
-        match tokio::time::timeout(wait, self.framed.next()).await {
-            Ok(Some(Ok(msg))) => Some(msg),
+        match tokio::time::timeout(wait, self.conn.recv()).await {
+            Ok(Ok(msg)) => Some(msg),
             _ => None,
         }
     }
@@ -226,13 +255,13 @@ impl Client {
     pub(crate) async fn no_push_for(&mut self, user: u64, wait: Duration) {
         let until = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout_at(until, self.framed.next()).await {
+            match tokio::time::timeout_at(until, self.conn.recv()).await {
                 Err(_) => return,
-                Ok(Some(Ok(Message::PresencePush { entries }))) => {
+                Ok(Ok(Message::PresencePush { entries })) => {
                     assert!(entries.iter().all(|e| e.user != user), "unexpected push {entries:?}")
                 }
-                Ok(Some(Ok(_))) => {}
-                Ok(other) => panic!("connection ended: {other:?}"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("connection ended: {e:?}"),
             }
         }
     }
@@ -241,10 +270,10 @@ impl Client {
     pub(crate) async fn closing_error(&mut self) -> Option<ErrorCode> {
         let mut last = None;
         loop {
-            match tokio::time::timeout(PATIENCE, self.framed.next()).await {
-                Ok(Some(Ok(Message::Error { code, .. }))) => last = ErrorCode::from_u16(code),
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(_))) | Ok(None) => return last,
+            match tokio::time::timeout(PATIENCE, self.conn.recv()).await {
+                Ok(Ok(Message::Error { code, .. })) => last = ErrorCode::from_u16(code),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return last,
                 Err(_) => panic!("connection not closed within {PATIENCE:?}"),
             }
         }
@@ -257,5 +286,121 @@ impl Client {
             self.send(Message::Heartbeat(Heartbeat { jitter_ms: 0, dseq: 1, status: None })).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// The body of `GET /metrics` from the daemon's admin listener at `admin`:
+/// one HTTP/1.1 request on a plain connection, closed after the response.
+pub(crate) async fn scrape(admin: SocketAddr) -> String {
+    let get = async {
+        let mut stream = TcpStream::connect(admin).await.unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        response
+    };
+    let response = tokio::time::timeout(PATIENCE, get).await.expect("no /metrics in time");
+    let response = String::from_utf8(response).expect("/metrics is UTF-8");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not HTTP: {response:?}"));
+    let status = head.lines().next().unwrap_or_default();
+    assert!(status.starts_with("HTTP/1.1 200 "), "/metrics answered {status:?}");
+    let chunked = head.lines().any(|h| h.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    }
+}
+
+/// A chunked HTTP/1.1 body, put back together.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").expect("CRLF after a chunk");
+    }
+}
+
+/// The value of one series in a Prometheus text exposition, `series` written
+/// as exposed: the name, and its labels if it has any
+/// (`heartline_heartbeats_total{path="udp"}`). A series that is missing, or
+/// not a whole number, fails the test.
+pub(crate) fn sample(metrics: &str, series: &str) -> u64 {
+    let line = metrics.lines().find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')));
+    let value = line.unwrap_or_else(|| panic!("no {series} in:\n{metrics}")).rsplit(' ').next().unwrap();
+    value.parse().unwrap_or_else(|_| panic!("{series} is {value:?}, not a whole number"))
+}
+
+/// A TCP proxy in front of the daemon, for clients that must lose their
+/// connection: [`Proxy::cut`] ends the connections through it as a network
+/// failure would, or after a last frame of its own (GOAWAY) as a draining
+/// server would. The daemon sees its peer go away.
+pub(crate) struct Proxy {
+    pub addr: SocketAddr,
+    cuts: watch::Sender<Option<Message>>,
+    accepting: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub(crate) async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cuts, _) = watch::channel(None);
+        let subscribe = cuts.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                // Subscribed at accept: only later cuts end this connection.
+                tokio::spawn(Self::forward(client, upstream, subscribe.subscribe()));
+            }
+        });
+        Self { addr, cuts, accepting }
+    }
+
+    /// Ends every connection open through the proxy now, after sending
+    /// `last` (if any) to its client behind the frames already forwarded.
+    pub(crate) fn cut(&self, last: Option<Message>) {
+        self.cuts.send_replace(last);
+    }
+
+    /// Client bytes go up as they are; the daemon's frames come down one by
+    /// one, so that a cut falls between two of them.
+    async fn forward(client: TcpStream, upstream: SocketAddr, mut cuts: watch::Receiver<Option<Message>>) {
+        let Ok(upstream) = TcpStream::connect(upstream).await else { return };
+        let (mut client_read, client_write) = client.into_split();
+        let (upstream_read, mut upstream_write) = upstream.into_split();
+        let up = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut upstream_write).await;
+            let _ = upstream_write.shutdown().await;
+        });
+        let mut from_daemon = heartline_client::wire::Reader::new(upstream_read);
+        let mut to_client = heartline_client::wire::Writer::new(client_write);
+        loop {
+            tokio::select! {
+                _ = cuts.changed() => {
+                    let last = cuts.borrow_and_update().clone();
+                    if let Some(last) = last {
+                        let _ = to_client.send(&last).await;
+                    }
+                    break;
+                }
+                msg = from_daemon.recv() => match msg {
+                    Ok(msg) => if to_client.send(&msg).await.is_err() { break },
+                    Err(_) => break,
+                },
+            }
+        }
+        // Both connections close: the halves are dropped here and in `up`.
+        up.abort();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
     }
 }

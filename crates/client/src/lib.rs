@@ -15,6 +15,8 @@
 //! - `task` — the background task: socket, heartbeats, reconnects, routing.
 //! - `mailbox` — the watch and live streams handed to the application.
 //! - `error` — [`ClientError`].
+//! - [`wire`] — the low-level connection: protocol frames over TCP, for tests,
+//!   load generators and gateways that shape every frame themselves.
 //!
 //! The protocol's types are re-exported as [`proto`] (`heartline-proto`), so
 //! an application needs only this crate. This crate must not depend on the
@@ -42,6 +44,7 @@
 mod error;
 mod mailbox;
 mod task;
+pub mod wire;
 
 pub use heartline_proto as proto;
 

@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use heartline::auth::Keyring;
+use heartline_client::wire::WireError;
 use heartline_proto::*;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -81,15 +81,13 @@ impl Target {
 /// Waits for the reply to `req`, skipping pushes (handed to `push`).
 async fn reply(conn: &mut Conn, req: u64, mut push: impl FnMut(&Item)) -> Result<Message> {
     loop {
-        match conn.next().await {
-            Some(Ok(Message::ItemPush(item))) => push(&item),
-            Some(Ok(Message::Error { req: r, code, message })) if r == req || r == 0 => {
-                bail!("error {code}: {message:?}")
-            }
-            Some(Ok(msg @ (Message::Ok { .. } | Message::Published { .. } | Message::Page { .. }))) => return Ok(msg),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => bail!("bad frame: {e}"),
-            None => bail!("connection closed by the server"),
+        match conn.recv().await {
+            Ok(Message::ItemPush(item)) => push(&item),
+            Ok(Message::Error { req: r, code, message }) if r == req || r == 0 => bail!("error {code}: {message:?}"),
+            Ok(msg @ (Message::Ok { .. } | Message::Published { .. } | Message::Page { .. })) => return Ok(msg),
+            Ok(_) => {}
+            Err(WireError::Closed) => bail!("connection closed by the server"),
+            Err(e) => bail!("bad frame: {e}"),
         }
     }
 }
@@ -103,12 +101,12 @@ async fn follow_all(t: &Target, graph: &Graph, u: usize) -> Result<u64> {
     let following = graph.following(u);
     let mut conn = t.connect(user_id(u), u as u64).await?;
     for (req, &f) in following.iter().enumerate() {
-        conn.feed(&Message::Graph { req: req as u64 + 1, op: GraphOp::Follow, user: user_id(f as usize) }).await?;
+        conn.feed(&Message::Graph { req: req as u64 + 1, op: GraphOp::Follow, user: user_id(f as usize) })?;
     }
     conn.flush().await?;
     for _ in following {
-        match conn.next().await {
-            Some(Ok(Message::Ok { .. })) => {}
+        match conn.recv().await {
+            Ok(Message::Ok { .. }) => {}
             other => bail!("user {}: expected OK to FOLLOW, got {other:?}", user_id(u)),
         }
     }
@@ -164,16 +162,16 @@ async fn observe(mut conn: Conn, tracker: Arc<Tracker>, mut stop: watch::Receive
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            msg = conn.next() => match msg {
-                Some(Ok(Message::ItemPush(item))) => {
+            msg = conn.recv() => match msg {
+                Ok(Message::ItemPush(item)) => {
                     if let Some(k) = post_number(&item.payload) {
                         tracker.seen(k);
                     }
                 }
-                Some(Ok(Message::Error { code, message, .. })) => errors.add(format!("observer: {code} {message:?}")),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return errors.add(format!("observer: {e}")),
-                None => return errors.add("observer: closed by the server"),
+                Ok(Message::Error { code, message, .. }) => errors.add(format!("observer: {code} {message:?}")),
+                Ok(_) => {}
+                Err(WireError::Closed) => return errors.add("observer: closed by the server"),
+                Err(e) => return errors.add(format!("observer: {e}")),
             },
         }
     }

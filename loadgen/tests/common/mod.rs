@@ -1,9 +1,12 @@
 //! What the loadgen's integration tests share: a daemon started in the test's
-//! process, running the loadgen binary and reading its JSON report.
+//! process, reading its admin API, running the loadgen binary and reading
+//! its JSON report.
 
 use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use heartline::config::Config;
 use heartline::server::Running;
@@ -28,6 +31,25 @@ pub(crate) async fn daemon(config: Config) -> (Running, String, String) {
     let running = heartline::server::start(config).await.unwrap();
     let addr = running.tcp.to_string();
     (running, addr, data_dir)
+}
+
+/// `GET path` from the daemon's admin listener (HTTP/1.1, one request on a
+/// plain connection): the status code and the body.
+#[allow(dead_code)] // not every test binary reads the admin API
+pub(crate) async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), get).await.expect("no answer from the admin listener");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not HTTP: {response:?}"));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("status line: {head}"));
+    (status, body.to_owned())
 }
 
 /// Runs the loadgen with `args` plus `--json`, fails the test if it fails,

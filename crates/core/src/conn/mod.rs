@@ -22,8 +22,8 @@ use heartline_proto::auth::{AuthError, Claims, Subject, UdpPeer};
 use heartline_proto::codec::types;
 use heartline_proto::udp::Key;
 use heartline_proto::{
-    BatchEntry, DecodeError, ErrorCode, GoawayReason, HeartbeatState, Hello, Message, OpenEntry, PresenceEntry, Role, Status,
-    Text, Welcome, VERSION,
+    BatchEntry, DecodeError, ErrorCode, GoawayReason, HeartbeatState, Hello, Message, OpenEntry, PresenceEntry, Role,
+    Status, Text, Welcome, VERSION,
 };
 
 use crate::presence::{entry_for, BlockList, Change, Presence, SessionError, SessionId, View, Viewer};
@@ -97,8 +97,14 @@ pub enum Flow {
 
 #[derive(Debug)]
 enum Phase {
-    AwaitHello { by_ms: u64 },
-    Client { user: u64, session: SessionId, beats: HeartbeatState },
+    AwaitHello {
+        by_ms: u64,
+    },
+    Client {
+        user: u64,
+        session: SessionId,
+        beats: HeartbeatState,
+    },
     Gateway,
     /// After BYE, a fatal error or the end of the transport.
     Done,
@@ -195,6 +201,10 @@ impl Connection {
     pub fn drain(&mut self, reconnect_after_ms: u32, out: &mut Vec<Effect>) -> Flow {
         if self.closing {
             return Flow::Close;
+        }
+        if let Phase::AwaitHello { .. } = self.phase {
+            // GOAWAY is for connections past WELCOME (SPEC.md §4.9).
+            return self.close(None, out);
         }
         self.close(Some(Message::Goaway { reason: GoawayReason::Shutdown, reconnect_after_ms }), out)
     }

@@ -600,7 +600,10 @@ fn draining_sends_goaway_reads_nothing_more_and_leaves_sessions_in_grace() {
     let (client, _) = w.client(1);
     let mut out = Vec::new();
     w.peer(client).machine.drain(1_000, &mut out);
-    assert_eq!(out, [Effect::Close(Some(Message::Goaway { reason: GoawayReason::Shutdown, reconnect_after_ms: 1_000 }))]);
+    assert_eq!(
+        out,
+        [Effect::Close(Some(Message::Goaway { reason: GoawayReason::Shutdown, reconnect_after_ms: 1_000 }))]
+    );
     let mut machine = std::mem::replace(&mut w.peer(client).machine, Connection::new(0, 0, 0));
     let mut after = Vec::new();
     let flow = machine.on_frame(&w, Bytes::from_static(&[0x03]), w.now, &mut after);
@@ -608,6 +611,11 @@ fn draining_sends_goaway_reads_nothing_more_and_leaves_sessions_in_grace() {
     w.peer(client).machine = machine;
     w.drop_transport(client);
     assert_eq!(w.presence.totals().online_users, 1, "grace, not the end");
+
+    let early = w.connect();
+    let mut out = Vec::new();
+    w.peer(early).machine.drain(1_000, &mut out);
+    assert_eq!(out, [Effect::Close(None)], "no GOAWAY before WELCOME");
 }
 
 #[test]

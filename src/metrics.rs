@@ -1,5 +1,6 @@
 //! Counters and histograms the server keeps about itself, incremented on the
-//! hot paths and rendered by `crate::admin` as Prometheus text.
+//! hot paths by `crate::server` and rendered by `crate::admin` as Prometheus
+//! text (neither of which this module knows).
 //!
 //! Owns the set of series and their storage: relaxed atomics, so recording
 //! costs one uncontended add. It must not make decisions from them, format
@@ -10,7 +11,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::net::Refused;
 use heartline_proto::udp::DropReason;
 use heartline_proto::ErrorCode;
 
@@ -61,6 +61,15 @@ impl Histogram {
     pub fn snapshot(&self) -> ([u64; BUCKETS_US.len() + 1], u64) {
         (std::array::from_fn(|i| self.buckets[i].get()), self.sum_us.get())
     }
+}
+
+/// Which connection cap refused a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `limits.max_connections`.
+    Total,
+    /// `limits.max_connections_per_ip`.
+    PerIp,
 }
 
 /// Why a TCP connection ended, as the server saw it.

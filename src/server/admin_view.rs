@@ -1,0 +1,56 @@
+//! The admin listener's read-only view of the running server
+//! ([`crate::admin::Backend`]): a snapshot of gauges and lookups through the
+//! same policy point as QUERY.
+//!
+//! Owns nothing; it must not change state or expose the handles it reads.
+
+use std::sync::Arc;
+
+use heartline_core::conn::presence_entries;
+use heartline_core::presence::Viewer;
+use heartline_proto::PresenceEntry;
+
+use super::feed::FeedShell;
+use super::net::Admission;
+use super::node::Node;
+use crate::admin::{Backend, Gauges};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+pub(super) struct AdminView {
+    pub(super) node: Arc<Node>,
+    pub(super) fanout: Arc<FeedShell>,
+    pub(super) store: Store,
+    pub(super) admission: Arc<Admission>,
+}
+
+impl Backend for AdminView {
+    fn metrics(&self) -> &Metrics {
+        &self.node.metrics
+    }
+
+    fn gauges(&self) -> Gauges {
+        let (outbound_depth, outbound_depth_max, connections_closing) = self.node.registry.queue_depths();
+        Gauges {
+            stats: self.node.stats(),
+            connections_open: self.admission.open() as u64,
+            store_up: !self.store.is_down(),
+            outbound_depth,
+            outbound_depth_max,
+            connections_closing,
+            fanout_depth: self.fanout.fanout.depth() as u64,
+            fanout_capacity: self.node.limits.fanout_queue() as u64,
+        }
+    }
+
+    fn presence(&self, users: &[u64]) -> Vec<PresenceEntry> {
+        let store = &self.store;
+        let node = &*self.node;
+        presence_entries(Viewer::Anyone, users, &node.presence, &*node.feed, |u| store.last_seen(u).ok().flatten())
+    }
+
+    fn graph_counts(&self, user: u64) -> (usize, usize) {
+        let graph = &self.node.feed.graph;
+        (graph.follower_count(user), graph.following_count(user))
+    }
+}

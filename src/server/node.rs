@@ -1,0 +1,93 @@
+//! What every connection's machine works against: presence, the social
+//! graph's block list, token checks, UDP keys, limits and the registry of
+//! connections, as one [`Env`] built in `start` (the composition root).
+//!
+//! Owns nothing of its own but the wiring; it must not hold the store's
+//! writers, the feed's fanout or the admin's state — those are handles of
+//! their own — and must not block: the one store read a connection needs
+//! (offline users' last seen) is a [`Effect::Lookup`] the shell answers off
+//! the runtime.
+//!
+//! [`Effect::Lookup`]: heartline_core::conn::Effect::Lookup
+
+use std::sync::Arc;
+
+use heartline_core::conn::{Env, Limits as ConnLimits, WelcomeSettings};
+use heartline_core::feed::Feed;
+use heartline_core::presence::{BlockList, Change, Presence};
+use heartline_proto::auth::{AuthError, Claims, UdpKeys, UdpPeer};
+use heartline_proto::udp::Key;
+use heartline_proto::Stats;
+
+use super::registry::Registry;
+use super::reload::{Keys, Limits};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+pub(crate) struct Node {
+    pub(crate) presence: Presence,
+    /// The social graph, which is presence's block list too.
+    pub(crate) feed: Arc<Feed>,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) udp_keys: UdpKeys,
+    /// 0 when UDP is off.
+    pub(crate) udp_port: u16,
+    pub(crate) welcome: WelcomeSettings,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Read for the last seen of users not in memory, off the runtime.
+    pub(crate) last_seen: Store,
+}
+
+impl Node {
+    /// Carries a presence change to the connections watching its user.
+    pub(crate) fn deliver(&self, change: Change) {
+        self.registry.deliver(change, &*self.feed, &self.metrics);
+    }
+
+    /// The totals STATS and the admin API report.
+    pub(crate) fn stats(&self) -> Stats {
+        let totals = self.presence.totals();
+        Stats {
+            online_users: totals.online_users,
+            sessions: totals.sessions,
+            watches: totals.watches,
+            connections: self.registry.len() as u64,
+        }
+    }
+}
+
+impl Env for Node {
+    fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    fn blocks(&self) -> &dyn BlockList {
+        &*self.feed
+    }
+
+    fn verify(&self, token: &[u8], now_s: u64) -> Result<Claims, AuthError> {
+        self.keys.verify(token, now_s)
+    }
+
+    fn udp_key(&self, peer: UdpPeer, id: u64, owner: u32) -> Option<Key> {
+        (self.udp_port != 0).then(|| self.udp_keys.derive(peer, id, owner))
+    }
+
+    fn udp_port(&self) -> u16 {
+        self.udp_port
+    }
+
+    fn welcome(&self) -> WelcomeSettings {
+        self.welcome
+    }
+
+    fn limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_watch: self.limits.max_watch(),
+            status_rate: self.limits.status_rate(),
+            post_rate: self.limits.post_rate(),
+        }
+    }
+}

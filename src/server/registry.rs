@@ -1,0 +1,127 @@
+//! Who is connected: every live connection's outbox, as what viewer it sees
+//! presence, the session it owns and, for a gateway on UDP, its replay
+//! window.
+//!
+//! Owns the connection map and connection ids, and carries out the effects
+//! that reach other connections: presence deliveries to watchers, the
+//! expiry of a session's connection, GOAWAY to everyone. It must not decide
+//! anything about the protocol (that is `heartline_core::conn`'s) and never
+//! holds a map guard across an `.await` (there is none here).
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use heartline_core::presence::{blocked, entry_for, BlockList, Change, SessionId, Viewer};
+use heartline_proto::udp::ReplayWindow;
+
+use super::outbox::{Interrupt, Outbox};
+use crate::metrics::Metrics;
+
+/// What the registry knows of one connection.
+pub(crate) struct ConnEntry {
+    pub(crate) outbox: Arc<Outbox>,
+    /// `None` until HELLO: such a connection receives no presence.
+    viewer: Option<Viewer>,
+    /// A client connection's session.
+    session: Option<SessionId>,
+    /// A gateway that takes UDP batches: its replay window.
+    pub(crate) udp_gateway: Option<Mutex<ReplayWindow>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    conns: DashMap<u32, ConnEntry>,
+    next_id: AtomicU32,
+    /// Connections past HELLO (the admin's `heartline_connections`).
+    authenticated: AtomicUsize,
+}
+
+impl Registry {
+    /// A new connection: registered at once (so GOAWAY reaches it), with a
+    /// fresh id that is never 0 and never reused while the daemon runs,
+    /// short of 2^32 connections.
+    pub(crate) fn add(&self, outbox: Arc<Outbox>) -> u32 {
+        let id = loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if id != 0 {
+                break id;
+            }
+        };
+        self.conns.insert(id, ConnEntry { outbox, viewer: None, session: None, udp_gateway: None });
+        id
+    }
+
+    /// The connection passed HELLO.
+    pub(crate) fn authenticated(&self, id: u32, viewer: Viewer, session: Option<SessionId>, udp_gateway: bool) {
+        if let Some(mut entry) = self.conns.get_mut(&id) {
+            if entry.viewer.is_none() {
+                self.authenticated.fetch_add(1, Ordering::Relaxed);
+            }
+            entry.viewer = Some(viewer);
+            entry.session = session;
+            entry.udp_gateway = udp_gateway.then(|| Mutex::new(ReplayWindow::default()));
+        }
+    }
+
+    pub(crate) fn remove(&self, id: u32) {
+        if let Some((_, entry)) = self.conns.remove(&id) {
+            if entry.viewer.is_some() {
+                self.authenticated.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Connections past HELLO.
+    pub(crate) fn len(&self) -> usize {
+        self.authenticated.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub(crate) fn get(&self, id: u32) -> Option<dashmap::mapref::one::Ref<'_, u32, ConnEntry>> {
+        self.conns.get(&id)
+    }
+
+    /// Pushes a change to every connection watching the user, as each may see it.
+    pub(crate) fn deliver(&self, change: Change, blocks: &dyn BlockList, metrics: &Metrics) {
+        let view = change.view();
+        for conn in &change.watchers {
+            let Some(entry) = self.conns.get(conn) else { continue };
+            let Some(viewer) = entry.viewer else { continue };
+            if blocked(viewer, change.user, blocks) {
+                continue;
+            }
+            metrics.watch_events.inc();
+            if entry.outbox.presence(entry_for(viewer, change.user, &view, blocks)) {
+                metrics.watch_events_coalesced.inc();
+            }
+        }
+    }
+
+    /// The presence wheel ended `session`: its connection's machine closes it.
+    pub(crate) fn expired(&self, session: SessionId, owner: u32) {
+        if let Some(entry) = self.conns.get(&owner).filter(|e| e.session == Some(session)) {
+            entry.outbox.interrupt(Interrupt::Expired);
+        }
+    }
+
+    /// Every connection drains (GOAWAY) or, before HELLO, closes.
+    pub(crate) fn drain(&self) {
+        for entry in self.conns.iter() {
+            entry.outbox.interrupt(Interrupt::Drain);
+        }
+    }
+
+    /// Frames and entries waiting to be written, in all and in the deepest
+    /// queue, and the connections past HELLO whose outbox is closing.
+    pub(crate) fn queue_depths(&self) -> (u64, u64, u64) {
+        self.conns.iter().fold((0, 0, 0), |(sum, max, closing), entry| {
+            let depth = entry.outbox.depth().0 as u64;
+            let ending = u64::from(entry.viewer.is_some() && entry.outbox.is_closing());
+            (sum + depth, max.max(depth), closing + ending)
+        })
+    }
+}

@@ -1,0 +1,358 @@
+//! The TCP shell: admission past the connection caps, then one task per
+//! connection that moves bytes between the socket and its [`Driver`].
+//!
+//! Owns the socket, the read and write buffers and the write timeout. It
+//! decides nothing about the protocol: frames go to the driver, replies
+//! come from the outbox.
+//!
+//! A million mostly idle connections must be cheap, so an idle connection
+//! holds no buffer and no timer: reads land in a per-thread scratch buffer
+//! whose complete frames are handed on as `Bytes` slices of it (zero-copy);
+//! only a frame cut by a read is kept, in a buffer of the connection's own
+//! that is released once it empties. The write buffer likewise exists only
+//! while something is being written, and the only timers are the machine's
+//! handshake deadline and the write timeout of a write in progress. One
+//! task does both directions, waking on the socket's readiness or the
+//! outbox, never on a schedule.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use heartline_core::conn::error;
+use heartline_proto::{encode_frame, ErrorCode, FrameCodec, FrameError, Message};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::driver::Driver;
+use super::feed::FeedShell;
+use super::net::{Admission, Slot};
+use super::node::Node;
+use super::now_ms;
+use super::outbox::Batch;
+use crate::metrics::{CloseReason, Refused};
+
+/// Room asked of the scratch buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// A scratch or write buffer that grew past this (a large frame) is given back.
+const KEEP_BUFFER: usize = 256 * 1024;
+/// Why reading stopped for good.
+enum ReadEnd {
+    Eof,
+    Failed,
+}
+
+/// A write to the peer not complete after this long ends the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read and thrown away from a refused connection before closing it.
+const REFUSED_DRAIN: usize = 4 * 1024;
+/// How long a connection closed with a fatal ERROR keeps reading (and
+/// dropping) what the peer still sends, so that the ERROR gets through.
+const LINGER: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// Each runtime thread's read buffer: every connection on the thread
+    /// reads into it in turn, within one poll.
+    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// What a connection task needs besides its socket.
+#[derive(Clone)]
+pub(crate) struct Handles {
+    pub(crate) node: Arc<Node>,
+    pub(crate) feed: Arc<FeedShell>,
+    pub(crate) admission: Arc<Admission>,
+}
+
+/// An accepted connection: served if the caps leave room, else refused.
+/// Never waits, so a flood cannot slow the accept loop down.
+pub(crate) fn accept(stream: TcpStream, peer: SocketAddr, handles: &Handles) {
+    let node = &handles.node;
+    node.metrics.connections_accepted.inc();
+    let limits = &node.limits;
+    match handles.admission.admit(peer.ip(), limits.max_connections(), limits.max_connections_per_ip()) {
+        Ok(slot) => {
+            tokio::spawn(serve(stream, slot, handles.clone()));
+        }
+        Err(cap) => refuse(stream, cap, node),
+    }
+}
+
+/// ERROR TOO_MANY_CONNECTIONS, then close, without a task and without
+/// waiting: the frame is far smaller than a new socket's send buffer, so one
+/// non-blocking write sends all of it (or, if the peer is already gone,
+/// nothing, which is as good). What the peer already sent (an early HELLO) is
+/// read first, so that closing sends FIN after the ERROR rather than a reset.
+fn refuse(stream: TcpStream, cap: Refused, node: &Node) {
+    node.metrics.connections_refused(cap).inc();
+    let code = ErrorCode::TooManyConnections;
+    let message = match cap {
+        Refused::Total => "the server is at its connection cap",
+        Refused::PerIp => "too many connections from this address",
+    };
+    let mut frame = BytesMut::new();
+    // Only a frame over 1 MiB fails to encode.
+    let _ = encode_frame(&error(0, code, message), &mut frame);
+    if stream.try_write(&frame).is_ok_and(|n| n == frame.len()) {
+        if let Some(counter) = node.metrics.errors_sent(code as u16) {
+            counter.inc();
+        }
+    }
+    node.metrics.closed(CloseReason::Error(code)).inc();
+    let mut sink = [0u8; 512];
+    let mut drained = 0;
+    while drained < REFUSED_DRAIN {
+        match stream.try_read(&mut sink) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, slot: Slot, handles: Handles) {
+    let _ = stream.set_nodelay(true);
+    let max_frame = handles.node.limits.max_frame();
+    let mut conn = Tcp {
+        driver: Driver::new(handles.node, handles.feed),
+        codec: FrameCodec::new(max_frame),
+        partial: BytesMut::new(),
+        write: BytesMut::new(),
+        frames: Vec::new(),
+        writing_since: None,
+        last: false,
+        eof: false,
+        reason: CloseReason::Peer,
+    };
+    let reason = conn.run(&stream).await;
+    let reason = conn.driver.finish(reason);
+    if let CloseReason::Error(_) = reason {
+        linger(&mut stream).await;
+    }
+    // The socket closes here, and its place is free.
+    drop(stream);
+    drop(slot);
+}
+
+struct Tcp {
+    driver: Driver,
+    codec: FrameCodec,
+    /// A frame cut by a read: the bytes so far. Empty (and unallocated) between frames.
+    partial: BytesMut,
+    /// Encoded frames not yet accepted by the socket.
+    write: BytesMut,
+    frames: Vec<Message>,
+    /// When the oldest unwritten byte was queued.
+    writing_since: Option<Instant>,
+    /// The outbox is closed: once `write` is out, the connection ends.
+    last: bool,
+    /// The peer has shut its side.
+    eof: bool,
+    /// Whatever the server says last before closing is the reason; silence means the peer left.
+    reason: CloseReason,
+}
+
+impl Tcp {
+    async fn run(&mut self, stream: &TcpStream) -> CloseReason {
+        loop {
+            let deadline = self.deadline();
+            let outbox = self.driver.outbox();
+            tokio::select! {
+                biased;
+                taken = outbox.take(&mut self.frames), if self.write.is_empty() && !self.last => match taken {
+                    Batch::Interrupted(interrupt) => self.driver.on_interrupt(interrupt),
+                    Batch::More => self.encode(),
+                    Batch::Last => {
+                        self.encode();
+                        self.last = true;
+                    }
+                },
+                ready = stream.writable(), if !self.write.is_empty() => if ready.is_err() {
+                    return CloseReason::WriteFailed;
+                },
+                ready = stream.readable(), if self.reading() => match ready.map_err(|_| ReadEnd::Failed).and_then(|()| self.read(stream)) {
+                    Ok(()) => {}
+                    // The peer sent all it will: answer what it asked, then close.
+                    Err(ReadEnd::Eof) => {
+                        self.eof = true;
+                        self.driver.outbox().close(None);
+                    }
+                    Err(ReadEnd::Failed) => return self.reason,
+                },
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    if self.writing_since.is_some_and(|since| since.elapsed() >= WRITE_TIMEOUT) {
+                        return CloseReason::WriteFailed;
+                    }
+                    self.driver.on_timeout();
+                },
+            }
+            if self.flush(stream).is_err() {
+                return CloseReason::WriteFailed;
+            }
+            if self.last && self.write.is_empty() {
+                // FIN after the last frame (as tokio's `shutdown` does, without needing `&mut`).
+                let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+                return self.reason;
+            }
+        }
+    }
+
+    /// The earliest of the machine's deadline and the write timeout.
+    fn deadline(&self) -> Option<Instant> {
+        let machine = self.driver.deadline_ms().map(|at| {
+            let now = now_ms();
+            Instant::now() + Duration::from_millis(at.saturating_sub(now))
+        });
+        let write = self.writing_since.map(|since| since + WRITE_TIMEOUT);
+        match (machine, write) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Encodes what the outbox gave into the write buffer.
+    fn encode(&mut self) {
+        let metrics = &self.driver.node().metrics;
+        for msg in self.frames.drain(..) {
+            match &msg {
+                Message::Error { code, .. } => {
+                    if let Some(counter) = metrics.errors_sent(*code) {
+                        counter.inc();
+                    }
+                    if let Some(code) = ErrorCode::from_u16(*code).filter(|c| c.closes()) {
+                        self.reason = CloseReason::Error(code);
+                    }
+                }
+                Message::Goaway { .. } => self.reason = CloseReason::Goaway,
+                _ => {}
+            }
+            // Only a frame over 1 MiB fails, and the server builds none.
+            let _ = encode_frame(&msg, &mut self.write);
+        }
+    }
+
+    /// Writes what the socket takes now; the rest waits for writability.
+    fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
+        while !self.write.is_empty() {
+            match stream.try_write(&self.write) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    let _ = self.write.split_to(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writing_since.get_or_insert_with(Instant::now);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.writing_since = None;
+        if self.write.capacity() > KEEP_BUFFER {
+            self.write = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    fn reading(&self) -> bool {
+        self.driver.reading() && !self.eof && !self.last
+    }
+
+    /// Reads until the socket has nothing more (or the machine ended the
+    /// connection) and hands every whole frame to the driver.
+    fn read(&mut self, stream: &TcpStream) -> Result<(), ReadEnd> {
+        while self.reading() {
+            let read = if self.partial.is_empty() {
+                SCRATCH.with(|scratch| self.read_scratch(stream, &mut scratch.borrow_mut()))
+            } else {
+                read_into(stream, &mut self.partial).inspect(|&n| {
+                    if n > 0 {
+                        self.frames_in_partial();
+                    }
+                })
+            };
+            match read {
+                Ok(0) => return Err(ReadEnd::Eof),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(_) => return Err(ReadEnd::Failed),
+            }
+        }
+        Ok(())
+    }
+
+    /// One read into the thread's scratch buffer; whole frames go to the
+    /// driver, a cut one is moved to `partial`.
+    fn read_scratch(&mut self, stream: &TcpStream, scratch: &mut BytesMut) -> io::Result<usize> {
+        if scratch.capacity() > KEEP_BUFFER {
+            *scratch = BytesMut::new();
+        }
+        let n = read_into(stream, scratch)?;
+        self.frames_in(scratch);
+        if self.driver.reading() && !scratch.is_empty() {
+            self.partial.extend_from_slice(scratch);
+        }
+        scratch.clear();
+        Ok(n)
+    }
+
+    fn frames_in_partial(&mut self) {
+        let mut partial = std::mem::take(&mut self.partial);
+        self.frames_in(&mut partial);
+        // Emptied, it is dropped: an idle connection holds no buffer.
+        if !partial.is_empty() {
+            self.partial = partial;
+        }
+    }
+
+    /// Hands every whole frame in `buf` to the driver, until the machine
+    /// ends the connection.
+    fn frames_in(&mut self, buf: &mut BytesMut) {
+        while self.driver.reading() {
+            match self.codec.next_frame(buf) {
+                Ok(Some(frame)) => {
+                    self.driver.on_frame(frame);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let code = e.code().unwrap_or(ErrorCode::Malformed);
+                    self.driver.abort(code, frame_error(&e));
+                }
+            }
+        }
+    }
+}
+
+/// One non-blocking read, making room first.
+fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+    stream.try_read_buf(buf)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+fn frame_error(e: &FrameError) -> &'static str {
+    match e {
+        FrameError::TooLarge => "frame over the limit",
+        _ => "malformed frame",
+    }
+}
+
+/// Closing a socket with unread bytes makes the kernel send a reset, which
+/// throws away what is still in the send buffer, the ERROR included: a peer
+/// that pipelined past a fatal error would never learn why. So the write side
+/// is already shut (FIN after the ERROR); read until the peer closes too, for
+/// at most [`LINGER`], as web servers' lingering close does.
+async fn linger(stream: &mut TcpStream) {
+    let mut sink = [0u8; 1024];
+    let drained = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, drained).await;
+}
