@@ -23,12 +23,14 @@
 //!   `heartline_proto::auth`.
 //! - `store` — the durable store in the data dir (fjall): last-seen times,
 //!   posts, the social graph, group commit, outage detection and reopening.
-//! - `server` — the tokio shells: listeners with connection caps, per-session
-//!   rate limits, connections, UDP receive loops, the fanout pool, the expiry
-//!   ticker, startup and graceful shutdown, systemd notification and socket
-//!   activation, SIGHUP reload.
+//! - `server` — the tokio shells around `heartline_core`'s connection
+//!   machine: the composition root (`start`), one transport-agnostic driver,
+//!   the TCP and UDP shells, the registry of connections, the feed shell
+//!   and its fanout queue, the expiry ticker, graceful shutdown, systemd
+//!   notification and socket activation, SIGHUP reload.
 //! - `admin` — the HTTP admin listener: Prometheus metrics, health probes,
-//!   the JSON presence API.
+//!   the JSON presence API; it reads the server through a `Backend`
+//!   snapshot and never imports `server`.
 //! - `metrics` — the counters and histograms the server records and the
 //!   admin listener renders.
 //! - `logging` — the log subscriber (journald-friendly under systemd) and

@@ -162,12 +162,15 @@ async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase
     let mut rng = fastrand::Rng::with_seed(i);
     let mut k = 0u32;
     loop {
-        let at = start + phase + p.interval * k;
-        if at >= end {
-            break;
-        }
+        // Every client stays until the end, heartbeat due or not: leaving at
+        // the last heartbeat before it would close connections all through
+        // the last interval, and the run would measure closes, not load.
+        let due = start + phase + p.interval * k;
         tokio::select! {
-            _ = tokio::time::sleep_until(at) => {
+            _ = tokio::time::sleep_until(due.min(end)) => {
+                if due >= end {
+                    break;
+                }
                 if churn > 0.0 && rng.f64() < churn {
                     let _ = bye(&mut write).await;
                     p.timeline.count("churn_close", 1);

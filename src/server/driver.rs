@@ -7,6 +7,7 @@
 //! bytes — and must not block: the store read a lookup needs runs on the
 //! blocking pool and answers through the outbox.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,6 +24,11 @@ use crate::metrics::CloseReason;
 /// What GOAWAY asks clients to wait before reconnecting (they add jitter).
 const RECONNECT_AFTER_MS: u32 = 1_000;
 
+thread_local! {
+    /// Each runtime thread's effect list, so an idle connection keeps none.
+    static EFFECTS: RefCell<Vec<Effect>> = const { RefCell::new(Vec::new()) };
+}
+
 pub(crate) struct Driver {
     machine: Connection,
     node: Arc<Node>,
@@ -30,7 +36,6 @@ pub(crate) struct Driver {
     outbox: Arc<Outbox>,
     /// Started on the first feed request.
     feed_session: Option<FeedSession>,
-    effects: Vec<Effect>,
 }
 
 impl Driver {
@@ -40,7 +45,7 @@ impl Driver {
         let id = node.registry.add(outbox.clone());
         let handshake_ms = u64::try_from(node.limits.handshake_timeout().as_millis()).unwrap_or(u64::MAX);
         let machine = Connection::new(id, now_ms(), handshake_ms);
-        Self { machine, node, feed, outbox, feed_session: None, effects: Vec::new() }
+        Self { machine, node, feed, outbox, feed_session: None }
     }
 
     pub(crate) fn node(&self) -> &Node {
@@ -63,33 +68,38 @@ impl Driver {
     }
 
     pub(crate) fn on_frame(&mut self, frame: Bytes) -> Flow {
-        let flow = self.machine.on_frame(&*self.node, frame, now_ms(), &mut self.effects);
-        self.carry_out();
-        flow
+        self.drive(|machine, node, effects| machine.on_frame(node, frame, now_ms(), effects))
     }
 
     pub(crate) fn on_timeout(&mut self) {
-        self.machine.on_timeout(now_ms(), &mut self.effects);
-        self.carry_out();
+        self.drive(|machine, _, effects| machine.on_timeout(now_ms(), effects));
     }
 
     /// The transport failed in a way the spec names (framing).
     pub(crate) fn abort(&mut self, code: ErrorCode, message: &'static str) {
-        self.machine.abort(code, message, &mut self.effects);
-        self.carry_out();
+        self.drive(|machine, _, effects| machine.abort(code, message, effects));
     }
 
     pub(crate) fn on_interrupt(&mut self, interrupt: Interrupt) {
-        match interrupt {
-            Interrupt::Expired => self.machine.expired(&mut self.effects),
-            Interrupt::Drain => self.machine.drain(RECONNECT_AFTER_MS, &mut self.effects),
-        };
-        self.carry_out();
+        self.drive(|machine, _, effects| match interrupt {
+            Interrupt::Expired => machine.expired(effects),
+            Interrupt::Drain => machine.drain(RECONNECT_AFTER_MS, effects),
+        });
     }
 
-    fn carry_out(&mut self) {
+    /// Hands the machine one input and carries out what it returns.
+    fn drive(&mut self, input: impl FnOnce(&mut Connection, &Node, &mut Vec<Effect>) -> Flow) -> Flow {
+        // Taken, not borrowed: carrying out may drive another connection on this thread.
+        let mut effects = EFFECTS.with(|e| std::mem::take(&mut *e.borrow_mut()));
+        let flow = input(&mut self.machine, &self.node, &mut effects);
+        self.carry_out(&mut effects);
+        EFFECTS.with(|e| *e.borrow_mut() = effects);
+        flow
+    }
+
+    fn carry_out(&mut self, effects: &mut Vec<Effect>) {
         let node = &*self.node;
-        for effect in self.effects.drain(..) {
+        for effect in effects.drain(..) {
             match effect {
                 Effect::Send(msg) => self.outbox.send(msg),
                 Effect::Close(last) => self.outbox.close(last),

@@ -21,8 +21,9 @@ struct Queue {
     interrupt: Option<Interrupt>,
     frames: VecDeque<Message>,
     presence: IndexMap<u64, PresenceEntry>,
-    /// Set once: the last frame to write before closing.
-    closing: Option<Option<Message>>,
+    /// Set once: the last frame to write before closing (boxed: every
+    /// connection carries the field, few ever fill it).
+    closing: Option<Option<Box<Message>>>,
     coalesced: u64,
 }
 
@@ -111,14 +112,14 @@ impl Outbox {
     fn overflow(q: &mut Queue) {
         q.frames.clear();
         q.presence.clear();
-        q.closing = Some(Some(slow_consumer()));
+        q.closing = Some(Some(Box::new(slow_consumer())));
     }
 
     /// Writes what is queued, then `last` (if any), then closes.
     pub(super) fn close(&self, last: Option<Message>) {
         let mut q = self.lock();
         if q.closing.is_none() {
-            q.closing = Some(last);
+            q.closing = Some(last.map(Box::new));
         }
         drop(q);
         self.wake.notify_one();
@@ -163,7 +164,7 @@ impl Outbox {
                     }
                     return match q.closing.as_mut() {
                         Some(last) => {
-                            out.extend(last.take());
+                            out.extend(last.take().map(|last| *last));
                             Batch::Last
                         }
                         None => Batch::More,

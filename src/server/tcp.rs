@@ -21,12 +21,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use heartline_core::conn::error;
 use heartline_proto::{encode_frame, ErrorCode, FrameCodec, FrameError, Message};
-use tokio::io::AsyncReadExt;
+use std::pin::Pin;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+
+use tokio::time::{Instant, Sleep};
 
 use super::driver::Driver;
 use super::feed::FeedShell;
@@ -58,6 +60,8 @@ thread_local! {
     /// Each runtime thread's read buffer: every connection on the thread
     /// reads into it in turn, within one poll.
     static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// Each runtime thread's write buffer, likewise.
+    static OUT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
 /// What a connection task needs besides its socket.
@@ -120,9 +124,9 @@ async fn serve(mut stream: TcpStream, slot: Slot, handles: Handles) {
         driver: Driver::new(handles.node, handles.feed),
         codec: FrameCodec::new(max_frame),
         partial: BytesMut::new(),
-        write: BytesMut::new(),
-        frames: Vec::new(),
+        unwritten: BytesMut::new(),
         writing_since: None,
+        timer: None,
         last: false,
         eof: false,
         reason: CloseReason::Peer,
@@ -142,11 +146,14 @@ struct Tcp {
     codec: FrameCodec,
     /// A frame cut by a read: the bytes so far. Empty (and unallocated) between frames.
     partial: BytesMut,
-    /// Encoded frames not yet accepted by the socket.
-    write: BytesMut,
-    frames: Vec<Message>,
+    /// Encoded frames the socket did not take at once. Empty (and
+    /// unallocated) unless a write is in progress.
+    unwritten: BytesMut,
     /// When the oldest unwritten byte was queued.
     writing_since: Option<Instant>,
+    /// Armed only while a deadline is due (before HELLO, or while a write
+    /// is stuck), and boxed: an idle connection carries no timer.
+    timer: Option<Pin<Box<Sleep>>>,
     /// The outbox is closed: once `write` is out, the connection ends.
     last: bool,
     /// The peer has shut its side.
@@ -158,31 +165,42 @@ struct Tcp {
 impl Tcp {
     async fn run(&mut self, stream: &TcpStream) -> CloseReason {
         loop {
-            let deadline = self.deadline();
+            self.arm();
+            let interest = match (self.reading(), !self.unwritten.is_empty()) {
+                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (true, false) => Some(Interest::READABLE),
+                (false, true) => Some(Interest::WRITABLE),
+                (false, false) => None,
+            };
             let outbox = self.driver.outbox();
+            // Filled only when there is something to write, and dropped after.
+            let mut frames = Vec::new();
             tokio::select! {
                 biased;
-                taken = outbox.take(&mut self.frames), if self.write.is_empty() && !self.last => match taken {
+                taken = outbox.take(&mut frames), if self.unwritten.is_empty() && !self.last => match taken {
                     Batch::Interrupted(interrupt) => self.driver.on_interrupt(interrupt),
-                    Batch::More => self.encode(),
+                    Batch::More => self.write(stream, frames),
                     Batch::Last => {
-                        self.encode();
+                        self.write(stream, frames);
                         self.last = true;
                     }
                 },
-                ready = stream.writable(), if !self.write.is_empty() => if ready.is_err() {
-                    return CloseReason::WriteFailed;
+                // One readiness wait for both directions: one registration, one future.
+                ready = stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => match ready {
+                    Err(_) => return self.reason,
+                    Ok(ready) if ready.is_readable() && self.reading() => match self.read(stream) {
+                        Ok(()) => {}
+                        // The peer sent all it will: answer what it asked, then close.
+                        Err(ReadEnd::Eof) => {
+                            self.eof = true;
+                            self.driver.outbox().close(None);
+                        }
+                        Err(ReadEnd::Failed) => return self.reason,
+                    },
+                    // Writable (or an error or hang-up, which the next write reports).
+                    Ok(_) => {}
                 },
-                ready = stream.readable(), if self.reading() => match ready.map_err(|_| ReadEnd::Failed).and_then(|()| self.read(stream)) {
-                    Ok(()) => {}
-                    // The peer sent all it will: answer what it asked, then close.
-                    Err(ReadEnd::Eof) => {
-                        self.eof = true;
-                        self.driver.outbox().close(None);
-                    }
-                    Err(ReadEnd::Failed) => return self.reason,
-                },
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = expiry(&mut self.timer), if self.timer.is_some() => {
                     if self.writing_since.is_some_and(|since| since.elapsed() >= WRITE_TIMEOUT) {
                         return CloseReason::WriteFailed;
                     }
@@ -192,11 +210,24 @@ impl Tcp {
             if self.flush(stream).is_err() {
                 return CloseReason::WriteFailed;
             }
-            if self.last && self.write.is_empty() {
+            if self.last && self.unwritten.is_empty() {
                 // FIN after the last frame (as tokio's `shutdown` does, without needing `&mut`).
                 let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
                 return self.reason;
             }
+        }
+    }
+
+    /// Sets the timer to the next deadline, or drops it when none is due.
+    fn arm(&mut self) {
+        match (self.deadline(), &mut self.timer) {
+            (None, timer) => *timer = None,
+            (Some(at), Some(timer)) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+            }
+            (Some(at), timer) => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
         }
     }
 
@@ -213,51 +244,68 @@ impl Tcp {
         }
     }
 
-    /// Encodes what the outbox gave into the write buffer.
-    fn encode(&mut self) {
-        let metrics = &self.driver.node().metrics;
-        for msg in self.frames.drain(..) {
-            match &msg {
-                Message::Error { code, .. } => {
-                    if let Some(counter) = metrics.errors_sent(*code) {
-                        counter.inc();
-                    }
-                    if let Some(code) = ErrorCode::from_u16(*code).filter(|c| c.closes()) {
-                        self.reason = CloseReason::Error(code);
-                    }
-                }
-                Message::Goaway { .. } => self.reason = CloseReason::Goaway,
-                _ => {}
+    /// Encodes what the outbox gave and writes what the socket takes now;
+    /// the rest is kept for when it is writable again.
+    fn write(&mut self, stream: &TcpStream, frames: Vec<Message>) {
+        OUT.with(|out| {
+            let out = &mut *out.borrow_mut();
+            out.clear();
+            if out.capacity() > KEEP_BUFFER {
+                *out = BytesMut::new();
             }
-            // Only a frame over 1 MiB fails, and the server builds none.
-            let _ = encode_frame(&msg, &mut self.write);
+            for msg in frames {
+                self.note(&msg);
+                // Only a frame over 1 MiB fails, and the server builds none.
+                let _ = encode_frame(&msg, out);
+            }
+            match write_some(stream, out) {
+                Ok(()) if out.is_empty() => {}
+                Ok(()) => {
+                    self.unwritten.extend_from_slice(out);
+                    self.writing_since = Some(Instant::now());
+                }
+                // Reported by the next flush, as any write error.
+                Err(_) => self.unwritten.extend_from_slice(out),
+            }
+        });
+    }
+
+    /// What a frame tells about why the connection will end, and the metrics.
+    fn note(&mut self, msg: &Message) {
+        let metrics = &self.driver.node().metrics;
+        match msg {
+            Message::Error { code, .. } => {
+                if let Some(counter) = metrics.errors_sent(*code) {
+                    counter.inc();
+                }
+                if let Some(code) = ErrorCode::from_u16(*code).filter(|c| c.closes()) {
+                    self.reason = CloseReason::Error(code);
+                }
+            }
+            Message::Goaway { .. } => self.reason = CloseReason::Goaway,
+            _ => {}
         }
     }
 
-    /// Writes what the socket takes now; the rest waits for writability.
+    /// Writes what was left over, as far as the socket takes it.
     fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
-        while !self.write.is_empty() {
-            match stream.try_write(&self.write) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    let _ = self.write.split_to(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writing_since.get_or_insert_with(Instant::now);
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            }
+        if self.unwritten.is_empty() {
+            return Ok(());
         }
-        self.writing_since = None;
-        if self.write.capacity() > KEEP_BUFFER {
-            self.write = BytesMut::new();
+        write_some(stream, &mut self.unwritten)?;
+        if self.unwritten.is_empty() {
+            // Given back: an idle connection holds no buffer.
+            self.unwritten = BytesMut::new();
+            self.writing_since = None;
         }
         Ok(())
     }
 
+    /// Whether frames are still read: not once the machine has ended the
+    /// connection, the outbox has closed (an overflow freezes it) or the
+    /// peer has shut its side (SPEC.md §4.4: closing, the server reads nothing).
     fn reading(&self) -> bool {
-        self.driver.reading() && !self.eof && !self.last
+        self.driver.reading() && !self.eof && !self.last && !self.driver.outbox().is_closing()
     }
 
     /// Reads until the socket has nothing more (or the machine ended the
@@ -325,17 +373,47 @@ impl Tcp {
     }
 }
 
-/// One non-blocking read, making room first.
+/// Writes from the front of `buf` until it is empty or the socket is full.
+fn write_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<()> {
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One non-blocking read, making room first. A read that leaves room took
+/// all the socket had, so the socket's readiness is cleared then and there:
+/// the next read waits for news instead of asking the kernel once more only
+/// to hear "nothing" (one system call per heartbeat instead of two).
 fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK);
     }
-    stream.try_read_buf(buf)
+    let mut drained = None;
+    let read = stream.try_io(Interest::READABLE, || {
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len();
+        let n = socket2::SockRef::from(stream).recv(spare)?;
+        // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        if n > 0 && n < room {
+            // `WouldBlock` is how `try_io` is told to clear the readiness.
+            drained = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    drained.map_or(read, Ok)
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(deadline) = deadline {
-        tokio::time::sleep_until(deadline).await;
+async fn expiry(timer: &mut Option<Pin<Box<Sleep>>>) {
+    if let Some(timer) = timer {
+        timer.as_mut().await;
     }
 }
 
@@ -352,7 +430,9 @@ fn frame_error(e: &FrameError) -> &'static str {
 /// is already shut (FIN after the ERROR); read until the peer closes too, for
 /// at most [`LINGER`], as web servers' lingering close does.
 async fn linger(stream: &mut TcpStream) {
-    let mut sink = [0u8; 1024];
+    // On the heap, and only now: in the connection's future it would cost
+    // every connection this much for its whole life.
+    let mut sink = vec![0u8; 1024];
     let drained = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(LINGER, drained).await;
 }
