@@ -9,9 +9,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
+use futures_util::task::AtomicWaker;
 use indexmap::IndexMap;
-use tokio::sync::Notify;
 
 use heartline_proto::{limits, ErrorCode, Message, PresenceEntry, Text};
 
@@ -35,7 +36,8 @@ impl Queue {
 
 pub(super) struct Outbox {
     queue: Mutex<Queue>,
-    wake: Notify,
+    /// The one task that takes from this outbox: its connection's.
+    wake: AtomicWaker,
     limit: usize,
 }
 
@@ -61,7 +63,7 @@ pub(crate) enum Interrupt {
 
 impl Outbox {
     pub(super) fn new(limit: usize) -> Self {
-        Self { queue: Mutex::new(Queue::default()), wake: Notify::new(), limit }
+        Self { queue: Mutex::new(Queue::default()), wake: AtomicWaker::new(), limit }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -80,7 +82,7 @@ impl Outbox {
             q.frames.push_back(msg);
         }
         drop(q);
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     /// Queues a presence entry, replacing a queued one for the same user;
@@ -103,7 +105,7 @@ impl Outbox {
             false
         };
         drop(q);
-        self.wake.notify_one();
+        self.wake.wake();
         coalesced
     }
 
@@ -122,7 +124,7 @@ impl Outbox {
             q.closing = Some(last.map(Box::new));
         }
         drop(q);
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     /// Tells the connection's task something it must act on; the first
@@ -134,7 +136,7 @@ impl Outbox {
         }
         q.interrupt = Some(kind);
         drop(q);
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     pub(super) fn is_closing(&self) -> bool {
@@ -147,32 +149,32 @@ impl Outbox {
         (q.len(), q.coalesced)
     }
 
-    /// Waits for something to write and moves it to `out`, presence entries
-    /// grouped into PRESENCE_PUSH frames.
-    pub(super) async fn take(&self, out: &mut Vec<Message>) -> Batch {
-        loop {
-            {
-                let mut q = self.lock();
-                if let Some(interrupt) = q.interrupt.take() {
-                    return Batch::Interrupted(interrupt);
-                }
-                if q.len() > 0 || q.closing.is_some() {
-                    out.extend(q.frames.drain(..));
-                    let entries: Vec<PresenceEntry> = q.presence.drain(..).map(|(_, e)| e).collect();
-                    for chunk in entries.chunks(limits::MAX_IDS) {
-                        out.push(Message::PresencePush { entries: chunk.to_vec() });
-                    }
-                    return match q.closing.as_mut() {
-                        Some(last) => {
-                            out.extend(last.take().map(|last| *last));
-                            Batch::Last
-                        }
-                        None => Batch::More,
-                    };
-                }
-            }
-            self.wake.notified().await;
+    /// Moves what there is to write to `out`, presence entries grouped into
+    /// PRESENCE_PUSH frames; `Pending` (and a wake later) when there is
+    /// nothing. Only one task may take from an outbox: the last one to poll
+    /// is the one woken.
+    pub(super) fn poll_take(&self, cx: &mut Context<'_>, out: &mut Vec<Message>) -> Poll<Batch> {
+        // Registered before looking, so that news arriving in between wakes it.
+        self.wake.register(cx.waker());
+        let mut q = self.lock();
+        if let Some(interrupt) = q.interrupt.take() {
+            return Poll::Ready(Batch::Interrupted(interrupt));
         }
+        if q.len() == 0 && q.closing.is_none() {
+            return Poll::Pending;
+        }
+        out.extend(q.frames.drain(..));
+        let entries: Vec<PresenceEntry> = q.presence.drain(..).map(|(_, e)| e).collect();
+        for chunk in entries.chunks(limits::MAX_IDS) {
+            out.push(Message::PresencePush { entries: chunk.to_vec() });
+        }
+        Poll::Ready(match q.closing.as_mut() {
+            Some(last) => {
+                out.extend(last.take().map(|last| *last));
+                Batch::Last
+            }
+            None => Batch::More,
+        })
     }
 }
 
@@ -198,7 +200,8 @@ mod tests {
     fn take_now(outbox: &Outbox) -> (Vec<Message>, bool) {
         let mut out = Vec::new();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let last = matches!(rt.block_on(outbox.take(&mut out)), Batch::Last);
+        let taken = rt.block_on(std::future::poll_fn(|cx| outbox.poll_take(cx, &mut out)));
+        let last = matches!(taken, Batch::Last);
         (out, last)
     }
 

@@ -24,7 +24,9 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use heartline_core::conn::error;
 use heartline_proto::{encode_frame, ErrorCode, FrameCodec, FrameError, Message};
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
@@ -134,7 +136,8 @@ async fn serve(mut stream: TcpStream, slot: Slot, handles: Handles) {
     let reason = conn.run(&stream).await;
     let reason = conn.driver.finish(reason);
     if let CloseReason::Error(_) = reason {
-        linger(&mut stream).await;
+        // Boxed: inline, its buffer and timer would weigh on every connection's future.
+        Box::pin(linger(&mut stream)).await;
     }
     // The socket closes here, and its place is free.
     drop(stream);
@@ -164,56 +167,77 @@ struct Tcp {
 
 impl Tcp {
     async fn run(&mut self, stream: &TcpStream) -> CloseReason {
+        std::future::poll_fn(|cx| self.poll_run(cx, stream)).await
+    }
+
+    /// One task serves both directions, polled by hand rather than through
+    /// `select!`: waiting costs the socket's own reader and writer waker
+    /// slots and the outbox's, no waiter nodes to link and unlink on every
+    /// wake, and the connection's future is little more than [`Tcp`].
+    /// Outbox first (replies before new requests), then the socket, then the
+    /// timer; it returns `Pending` once none of them has news.
+    fn poll_run(&mut self, cx: &mut Context<'_>, stream: &TcpStream) -> Poll<CloseReason> {
         loop {
-            self.arm();
-            let interest = match (self.reading(), !self.unwritten.is_empty()) {
-                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-                (true, false) => Some(Interest::READABLE),
-                (false, true) => Some(Interest::WRITABLE),
-                (false, false) => None,
-            };
-            let outbox = self.driver.outbox();
-            // Filled only when there is something to write, and dropped after.
-            let mut frames = Vec::new();
-            tokio::select! {
-                biased;
-                taken = outbox.take(&mut frames), if self.unwritten.is_empty() && !self.last => match taken {
-                    Batch::Interrupted(interrupt) => self.driver.on_interrupt(interrupt),
-                    Batch::More => self.write(stream, frames),
-                    Batch::Last => {
-                        self.write(stream, frames);
-                        self.last = true;
+            let mut news = false;
+            // Before anything re-arms it: a timer set again is no longer due.
+            if self.timer.as_mut().is_some_and(|timer| timer.as_mut().poll(cx).is_ready()) {
+                news = true;
+                // Set afresh from the time now, if still needed.
+                self.timer = None;
+                if self.writing_since.is_some_and(|since| since.elapsed() >= WRITE_TIMEOUT) {
+                    return Poll::Ready(CloseReason::WriteFailed);
+                }
+                self.driver.on_timeout();
+            }
+            if self.unwritten.is_empty() && !self.last {
+                // Filled only when there is something to write, and dropped after.
+                let mut frames = Vec::new();
+                if let Poll::Ready(batch) = self.driver.outbox().poll_take(cx, &mut frames) {
+                    news = true;
+                    match batch {
+                        Batch::Interrupted(interrupt) => self.driver.on_interrupt(interrupt),
+                        Batch::More => self.write(stream, frames),
+                        Batch::Last => {
+                            self.write(stream, frames);
+                            self.last = true;
+                        }
                     }
-                },
-                // One readiness wait for both directions: one registration, one future.
-                ready = stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => match ready {
-                    Err(_) => return self.reason,
-                    Ok(ready) if ready.is_readable() && self.reading() => match self.read(stream) {
+                }
+            }
+            if self.reading() {
+                if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                    news = true;
+                    if ready.is_err() {
+                        return Poll::Ready(self.reason);
+                    }
+                    match self.read(stream) {
                         Ok(()) => {}
                         // The peer sent all it will: answer what it asked, then close.
                         Err(ReadEnd::Eof) => {
                             self.eof = true;
                             self.driver.outbox().close(None);
                         }
-                        Err(ReadEnd::Failed) => return self.reason,
-                    },
-                    // Writable (or an error or hang-up, which the next write reports).
-                    Ok(_) => {}
-                },
-                () = expiry(&mut self.timer), if self.timer.is_some() => {
-                    if self.writing_since.is_some_and(|since| since.elapsed() >= WRITE_TIMEOUT) {
-                        return CloseReason::WriteFailed;
+                        Err(ReadEnd::Failed) => return Poll::Ready(self.reason),
                     }
-                    self.driver.on_timeout();
-                },
+                }
+            }
+            if !self.unwritten.is_empty() {
+                // Writable, or an error or hang-up, which the flush below reports.
+                news |= stream.poll_write_ready(cx).is_ready();
             }
             if self.flush(stream).is_err() {
-                return CloseReason::WriteFailed;
+                return Poll::Ready(CloseReason::WriteFailed);
             }
             if self.last && self.unwritten.is_empty() {
                 // FIN after the last frame (as tokio's `shutdown` does, without needing `&mut`).
                 let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
-                return self.reason;
+                return Poll::Ready(self.reason);
+            }
+            self.arm();
+            // Polled to be woken when due; if already due, handled next round.
+            news |= self.timer.as_mut().is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+            if !news {
+                return Poll::Pending;
             }
         }
     }
@@ -223,7 +247,10 @@ impl Tcp {
         match (self.deadline(), &mut self.timer) {
             (None, timer) => *timer = None,
             (Some(at), Some(timer)) => {
-                if timer.deadline() != at {
+                // The machine's deadline is in unix milliseconds: converted
+                // again, the same deadline lands within a millisecond.
+                let (a, b) = (timer.deadline(), at);
+                if a.max(b) - a.min(b) > Duration::from_millis(1) {
                     timer.as_mut().reset(at);
                 }
             }
@@ -411,12 +438,6 @@ fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     drained.map_or(read, Ok)
 }
 
-async fn expiry(timer: &mut Option<Pin<Box<Sleep>>>) {
-    if let Some(timer) = timer {
-        timer.as_mut().await;
-    }
-}
-
 fn frame_error(e: &FrameError) -> &'static str {
     match e {
         FrameError::TooLarge => "frame over the limit",
@@ -430,8 +451,6 @@ fn frame_error(e: &FrameError) -> &'static str {
 /// is already shut (FIN after the ERROR); read until the peer closes too, for
 /// at most [`LINGER`], as web servers' lingering close does.
 async fn linger(stream: &mut TcpStream) {
-    // On the heap, and only now: in the connection's future it would cost
-    // every connection this much for its whole life.
     let mut sink = vec![0u8; 1024];
     let drained = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(LINGER, drained).await;
