@@ -41,7 +41,7 @@ struct Launch {
 fn config_text(max_watch: usize) -> String {
     format!(
         "listen = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\n[limits]\ndrain_timeout = \"500ms\"\nmax_watch = {max_watch}\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n"
+         [admin]\nlisten = \"127.0.0.1:0\"\n[websocket]\nlisten = \"127.0.0.1:0\"\n"
     )
 }
 
