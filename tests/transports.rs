@@ -251,6 +251,26 @@ async fn tls_with_the_sdk_full_session() {
     assert!(common::sample(&metrics, "heartline_connections_accepted_by_transport_total{transport=\"tls\"}") >= 3);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn ctl_over_tls_with_a_ca_file() {
+    let pki = Pki::new();
+    let daemon = tls_daemon(&pki.leaf("server")).await;
+    let addr = format!("tls://{}", daemon.running.tls.unwrap());
+    let token = heartline::auth::to_text(&daemon.user_token(21));
+    let ctl = |ca: std::path::PathBuf| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_heartline"));
+        command.args(["ctl", "--addr", &addr, "--tls-name", "localhost", "--token", &token, "--json"]);
+        command.arg("--ca").arg(ca).args(["presence", "get", "21"]).env_remove("HEARTLINE_TOKEN");
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let ok = ctl(pki.ca_pem.clone()).await.unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("\"online\""), "{ok:?}");
+    let other = Pki::new();
+    let refused = ctl(other.ca_pem.clone()).await.unwrap();
+    assert!(!refused.status.success(), "a certificate of another CA is refused");
+}
+
 async fn tls_connect(pki: &Pki, addr: std::net::SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
     let connector = TlsConnector::from(pki.client_config());
     let stream = TcpStream::connect(addr).await.unwrap();
