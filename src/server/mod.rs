@@ -268,7 +268,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let websocket = shown(ws_addr).map(|a| format!("{ws_scheme}://{a}{}", ws::PATH));
     tracing::info!(%tcp, %udp, %admin, websocket, tls = shown(tls_addr), data_dir = %config.data_dir.display(), "heartline listening");
     // Listeners bound and store open: systemd may start what depends on us. STATUS also tells tests the ports.
-    systemd::tell(&format!("READY=1\nSTATUS=listening on tcp {tcp}, udp {udp}, admin {admin}"));
+    let mut listening = format!("tcp {tcp}, udp {udp}, admin {admin}");
+    for (name, addr) in [("ws", ws_addr), ("tls", tls_addr)] {
+        if let Some(addr) = addr {
+            listening.push_str(&format!(", {name} {addr}"));
+        }
+    }
+    systemd::tell(&format!("READY=1\nSTATUS=listening on {listening}"));
     let reloadable = Reloadable { keys, limits, certs, secret_path, applied: config, stop };
     Ok(Running { tcp, udp, admin, ws: ws_addr, tls: tls_addr, reloadable: Some(reloadable), shutdown, task })
 }
