@@ -1,6 +1,7 @@
 //! A throwaway certificate authority for the TLS tests: a CA and leaf
 //! certificates for `localhost` and 127.0.0.1, made at run time with rcgen
 //! and written as PEM files, as a daemon's `tls.cert` and `tls.key` read them.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
