@@ -72,7 +72,34 @@ pub enum Refused {
     PerIp,
 }
 
-/// Why a TCP connection ended, as the server saw it.
+/// Which listener a stream connection came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP (`listen`).
+    Tcp,
+    /// TCP with TLS (`tls.listen`).
+    Tls,
+    /// WebSocket (`websocket.listen`).
+    Ws,
+    /// WebSocket over TLS (`websocket.tls`).
+    Wss,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [Transport::Tcp, Transport::Tls, Transport::Ws, Transport::Wss];
+
+    /// The value of the `transport` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+}
+
+/// Why a stream connection (any transport) ended, as the server saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
     /// BYE, or the peer closed or reset the connection.
@@ -93,7 +120,10 @@ pub struct Metrics {
     pub heartbeats_tcp: Counter,
     pub heartbeats_udp: Counter,
     pub heartbeats_batch: Counter,
+    /// Stream connections accepted, every transport.
     pub connections_accepted: Counter,
+    /// The same, by [`Transport`].
+    accepted_by_transport: [Counter; 4],
     /// Accepted connections closed at once with TOO_MANY_CONNECTIONS, by cap.
     connections_refused: [Counter; 2],
     /// Presence entries queued to watchers.
@@ -129,6 +159,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn udp_dropped(&self, reason: DropReason) -> &Counter {
         &self.udp_dropped[reason as usize]
+    }
+
+    pub fn accepted_by(&self, transport: Transport) -> &Counter {
+        &self.accepted_by_transport[transport as usize]
     }
 
     pub fn connections_refused(&self, cap: Refused) -> &Counter {

@@ -40,6 +40,7 @@ async fn spawn(dir: &std::path::Path) -> Process {
         .args(["serve", "--listen", &tcp.to_string(), "--udp", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("HEARTLINE_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("HEARTLINE_WEBSOCKET__LISTEN", "127.0.0.1:0")
         // The storm posts as fast as the daemon acks: no per-session post rate.
         .env("HEARTLINE_LIMITS__POST_RATE", "0")
         // Posts are pipelined far past the production burst.

@@ -4,6 +4,8 @@
 //! config in systemd/.
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,8 @@ struct Process {
     dir: tempfile::TempDir,
     tcp: SocketAddr,
     admin: SocketAddr,
+    /// The STATUS line of READY=1, which names every listener.
+    status: String,
 }
 
 /// How the child is started beyond the defaults.
@@ -41,7 +45,7 @@ struct Launch {
 fn config_text(max_watch: usize) -> String {
     format!(
         "listen = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\n[limits]\ndrain_timeout = \"500ms\"\nmax_watch = {max_watch}\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n"
+         [admin]\nlisten = \"127.0.0.1:0\"\n[websocket]\nlisten = \"127.0.0.1:0\"\n"
     )
 }
 
@@ -98,7 +102,8 @@ impl Process {
             .stderr(log)
             .kill_on_drop(true);
         let child = command.spawn().unwrap();
-        let mut process = Self { child, notify, dir, tcp: ([0, 0, 0, 0], 0).into(), admin: ([0, 0, 0, 0], 0).into() };
+        let unset = ([0, 0, 0, 0], 0).into();
+        let mut process = Self { child, notify, dir, tcp: unset, admin: unset, status: String::new() };
         let ready = process.expect("READY=1").await;
         let status = ready.lines().find_map(|l| l.strip_prefix("STATUS=")).expect("READY=1 comes with STATUS");
         let addr = |name: &str| -> SocketAddr {
@@ -107,6 +112,7 @@ impl Process {
         };
         process.tcp = addr("tcp");
         process.admin = addr("admin");
+        process.status = status.to_owned();
         process
     }
 
@@ -267,6 +273,37 @@ async fn sighup_rotates_the_secret_keeping_the_old_one_and_reloads_limits() {
     let log = process.log();
     assert!(log.contains("token secret rotated"), "{log}");
     assert!(log.contains("setting=limits.max_watch"), "{log}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_tls_certificate_for_new_handshakes() {
+    let pki = pki::Pki::new();
+    let first = pki.leaf("server");
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let env = vec![
+        ("HEARTLINE_TLS__LISTEN", "127.0.0.1:0".to_owned()),
+        ("HEARTLINE_TLS__CERT", path(&first.cert)),
+        ("HEARTLINE_TLS__KEY", path(&first.key)),
+    ];
+    let process = Process::spawn(Launch { env, ..Launch::default() }).await;
+    let tls: SocketAddr =
+        process.status.split("tls ").nth(1).expect("tls in STATUS").split(',').next().unwrap().parse().unwrap();
+    let connector = tokio_rustls::TlsConnector::from(pki.client_config());
+    let leaf = || async {
+        let stream = TcpStream::connect(tls).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector.connect(name, stream).await.unwrap();
+        stream.get_ref().1.peer_certificates().unwrap()[0].clone()
+    };
+    assert_eq!(leaf().await, first.der);
+    let second = pki.leaf("server");
+    process.signal(libc::SIGHUP);
+    let until = tokio::time::Instant::now() + PATIENCE;
+    while leaf().await != second.der {
+        assert!(tokio::time::Instant::now() < until, "old certificate after SIGHUP; log:\n{}", process.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(process.log().contains("TLS certificate read again"), "{}", process.log());
 }
 
 /// A minimal HTTP/1.1 client: one request per connection.

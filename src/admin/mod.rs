@@ -53,7 +53,7 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Gauges {
     /// The totals STATS reports.
     pub stats: Stats,
-    /// TCP connections open, HELLO done or not.
+    /// Stream connections open (every transport), HELLO done or not.
     pub connections_open: u64,
     pub store_up: bool,
     /// Frames and entries waiting to be written, in all and on the deepest connection.

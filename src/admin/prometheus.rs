@@ -11,7 +11,7 @@
 use std::fmt::Write;
 
 use super::Backend;
-use crate::metrics::{CloseReason, Counter, Histogram, Refused, BUCKETS_US};
+use crate::metrics::{CloseReason, Counter, Histogram, Refused, Transport, BUCKETS_US};
 use heartline_proto::udp::DropReason;
 use heartline_proto::ErrorCode;
 
@@ -104,8 +104,22 @@ pub fn render(backend: &dyn Backend) -> String {
         "1 while the durable store takes writes, 0 while it is down (full or failing disk; writes get UNAVAILABLE).",
         u64::from(gauges.store_up),
     );
-    out.counter("heartline_connections_accepted_total", "TCP connections accepted.", &m.connections_accepted);
-    out.gauge("heartline_connections_open", "TCP connections open, HELLO done or not.", gauges.connections_open);
+    out.counter(
+        "heartline_connections_accepted_total",
+        "Stream connections accepted (TCP, TLS, WebSocket).",
+        &m.connections_accepted,
+    );
+    out.labelled(
+        "heartline_connections_accepted_by_transport_total",
+        "Stream connections accepted, by transport: tcp, tls, ws or wss.",
+        "transport",
+        Transport::ALL.map(|t| (t.name(), m.accepted_by(t).get())),
+    );
+    out.gauge(
+        "heartline_connections_open",
+        "Stream connections open (every transport), HELLO done or not.",
+        gauges.connections_open,
+    );
     out.labelled(
         "heartline_connections_refused_total",
         "Connections closed at accept with TOO_MANY_CONNECTIONS, by cap: total (limits.max_connections) or per_ip.",
@@ -125,7 +139,7 @@ pub fn render(backend: &dyn Backend) -> String {
     );
     out.labelled(
         "heartline_connections_closed_total",
-        "TCP connections ended, by reason: peer (BYE or the client left), goaway, write_failed, or the closing error code.",
+        "Stream connections ended, by reason: peer (BYE or the client left), goaway, write_failed, or the closing error code.",
         "reason",
         closes.iter().map(|(reason, count)| (reason.as_str(), *count)),
     );

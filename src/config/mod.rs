@@ -38,6 +38,60 @@ pub struct Config {
     pub admin: Admin,
     pub auth: Auth,
     pub feed: Feed,
+    pub websocket: WebSocket,
+    pub tls: Tls,
+}
+
+/// The WebSocket listener (RFC 6455, path `/v1/ws`; SPEC.md §13).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocket {
+    /// Whether the WebSocket listener runs at all.
+    pub enabled: bool,
+    /// Address of the WebSocket listener.
+    pub listen: SocketAddr,
+    /// Serve `wss://` (TLS, with `tls.cert` and `tls.key`) instead of `ws://`.
+    pub tls: bool,
+    /// Browser origins allowed to connect (`scheme://host[:port]`, compared
+    /// without regard to case). Empty: only loopback origins
+    /// (`http://localhost:8080`, `https://127.0.0.1`, `http://[::1]`). `"*"`
+    /// allows every origin. A request without an `Origin` header is not a
+    /// browser's and is always allowed.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7402)),
+            tls: false,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// TLS (rustls): the certificate, and the TCP listener that uses it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// Address of a TCP listener that speaks TLS (the protocol inside is
+    /// the same as on `listen`); unset: no such listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// PEM file with the certificate chain, leaf first. Read again on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1). Read again on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+impl Tls {
+    /// Whether any listener needs the certificate.
+    pub fn needed(config: &Config) -> bool {
+        config.tls.listen.is_some() || (config.websocket.enabled && config.websocket.tls)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -202,6 +256,8 @@ impl Default for Config {
             admin: Admin::default(),
             auth: Auth::default(),
             feed: Feed::default(),
+            websocket: WebSocket::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -318,6 +374,12 @@ impl Config {
         if !self.admin.listen.ip().is_loopback() && self.admin.token.as_deref().is_none_or(str::is_empty) {
             return invalid("admin.token is required when admin.listen is not a loopback address");
         }
+        if Tls::needed(self) && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return invalid("tls.cert and tls.key are required when tls.listen is set or websocket.tls is true");
+        }
+        if self.websocket.allowed_origins.iter().any(|o| o != "*" && !o.contains("://")) {
+            return invalid("websocket.allowed_origins holds origins (scheme://host[:port]) or \"*\"");
+        }
         Ok(())
     }
 
@@ -389,6 +451,20 @@ mod tests {
         let rate = write("rate", "[limits]\npost_rate = -1\n");
         assert!(matches!(Config::load(Some(&rate), &Overrides::default()), Err(ConfigError::Invalid(_))));
         for path in [typo, bad, rate] {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_origins_are_checked() {
+        let tls = write("tls", "[tls]\nlisten = \"127.0.0.1:7403\"\n");
+        assert!(matches!(Config::load(Some(&tls), &Overrides::default()), Err(ConfigError::Invalid(_))));
+        let wss = write("wss", "[websocket]\ntls = true\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
+        let config = Config::load(Some(&wss), &Overrides::default()).unwrap();
+        assert!(Tls::needed(&config) && config.tls.listen.is_none());
+        let origin = write("origin", "[websocket]\nallowed_origins = [\"example.com\"]\n");
+        assert!(matches!(Config::load(Some(&origin), &Overrides::default()), Err(ConfigError::Invalid(_))));
+        for path in [tls, wss, origin] {
             std::fs::remove_file(path).unwrap();
         }
     }

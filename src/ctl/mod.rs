@@ -14,15 +14,26 @@ use clap::{Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use heartline_client::{Backoff, Client, ClientConfig, ClientError, State};
+use heartline_client::{Backoff, Client, ClientConfig, ClientError, State, Tls};
 use heartline_proto::{Cursor, Item, PresenceEntry, Role, Stats, Status};
 
 /// `heartline ctl`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The daemon's TCP address.
+    /// The daemon's TCP address; `tls://host:port` for its TLS listener.
     #[arg(long, default_value = "127.0.0.1:7400", global = true)]
     addr: String,
+    /// Connect with TLS (as `tls://` in `--addr` does), trusting the
+    /// system's certificate store unless `--ca` is given.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Trust only the CA certificates in this PEM file (implies `--tls`).
+    #[arg(long, value_name = "FILE", global = true)]
+    ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry, when `--addr` names the
+    /// server otherwise (an IP address).
+    #[arg(long, value_name = "NAME", global = true)]
+    tls_name: Option<String>,
     /// A token, as `heartline token` prints it (hex).
     #[arg(long, env = "HEARTLINE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
@@ -151,6 +162,20 @@ pub enum CtlError {
     Json(#[from] serde_json::Error),
 }
 
+/// The TLS settings `--tls`, `--ca` and `--tls-name` ask for, if any
+/// (`tls://` alone is left to the client: the system's store).
+fn tls(args: &Args) -> Result<Option<Tls>, ClientError> {
+    let tls = match (&args.ca, args.tls || args.tls_name.is_some()) {
+        (Some(ca), _) => Tls::with_ca_file(ca)?,
+        (None, true) => Tls::system_roots()?,
+        (None, false) => return Ok(None),
+    };
+    Ok(Some(match &args.tls_name {
+        Some(name) => tls.server_name(name)?,
+        None => tls,
+    }))
+}
+
 /// Runs one `ctl` command.
 pub async fn run(args: Args) -> Result<(), CtlError> {
     let token = crate::auth::from_text(args.token.as_deref().ok_or(CtlError::NoToken)?)?;
@@ -158,13 +183,16 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
         args.command,
         Command::Presence(PresenceCommand::Watch { .. } | PresenceCommand::Set { hold: true, .. })
     );
+    let connect_error = |source| CtlError::Connect { addr: args.addr.clone(), source };
+    let tls = tls(&args).map_err(connect_error)?;
     let config = ClientConfig {
+        tls,
         role: if args.gateway { Role::Gateway } else { Role::Client },
         // A one-shot command reports a lost connection; one that follows reconnects.
         reconnect: follows.then(Backoff::default),
         ..ClientConfig::new(args.addr.clone(), token)
     };
-    let client = Client::connect(config).await.map_err(|source| CtlError::Connect { addr: args.addr, source })?;
+    let client = Client::connect(config).await.map_err(connect_error)?;
     let out = Output { json: args.json };
     match args.command {
         Command::Presence(PresenceCommand::Get { users }) => out.all(&client.query(&users).await?)?,

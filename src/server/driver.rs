@@ -48,10 +48,6 @@ impl Driver {
         Self { machine, node, feed, outbox, feed_session: None }
     }
 
-    pub(crate) fn node(&self) -> &Node {
-        &self.node
-    }
-
     pub(crate) fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }
@@ -124,6 +120,21 @@ impl Driver {
                 Effect::Heartbeats { batch: false, count } => node.metrics.heartbeats_tcp.add(count),
                 Effect::Heartbeats { batch: true, count } => node.metrics.heartbeats_batch.add(count),
             }
+        }
+    }
+
+    /// Counts a frame the shell is about to write and says whether it ends
+    /// the connection, and why (a fatal ERROR, GOAWAY).
+    pub(crate) fn sent(&self, msg: &Message) -> Option<CloseReason> {
+        match msg {
+            Message::Error { code, .. } => {
+                if let Some(counter) = self.node.metrics.errors_sent(*code) {
+                    counter.inc();
+                }
+                ErrorCode::from_u16(*code).filter(|c| c.closes()).map(CloseReason::Error)
+            }
+            Message::Goaway { .. } => Some(CloseReason::Goaway),
+            _ => None,
         }
     }
 

@@ -12,7 +12,11 @@
 //! fanout), the admission counter, the store — and the admin listener a
 //! read-only [`crate::admin::Backend`].
 //!
-//! Tasks: one accept loop; one task per TCP connection ([`tcp`]); one UDP
+//! Tasks: one accept loop per stream listener (plain TCP, TCP+TLS,
+//! WebSocket); one task per connection — plain TCP in [`tcp`], TLS and
+//! WebSocket in the generic [`stream`] shell ([`ws`] maps messages to
+//! frames, [`tls`] holds the certificate) — every one driving the same
+//! connection machine; one UDP
 //! receive loop per worker ([`udp`]); one ticker that expires sessions every
 //! 100 ms, writes last-seen times to the store every second (first reopening
 //! the store if a write failed, docs/store.md, "Outages") and archives cold
@@ -34,9 +38,12 @@ mod node;
 mod outbox;
 mod registry;
 pub mod reload;
+mod stream;
 pub mod systemd;
 mod tcp;
+pub mod tls;
 mod udp;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,6 +93,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot use the sockets passed by systemd (LISTEN_FDS): {0}")]
     Inherited(std::io::Error),
+    #[error("cannot use the TLS certificate: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A started server.
@@ -94,6 +103,10 @@ pub struct Running {
     pub udp: SocketAddr,
     /// The HTTP admin listener (`crate::admin`).
     pub admin: SocketAddr,
+    /// The WebSocket listener (`ws://`, or `wss://` with `websocket.tls`), if enabled.
+    pub ws: Option<SocketAddr>,
+    /// The TCP+TLS listener (`tls.listen`), if any.
+    pub tls: Option<SocketAddr>,
     reloadable: Option<Reloadable>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -153,6 +166,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::net::TcpListener::bind(config.admin.listen).await.map_err(bind_error(config.admin.listen))?;
     let admin = admin_listener.local_addr().map_err(bind_error(config.admin.listen))?;
     let tcp = listener.local_addr().map_err(bind_error(config.listen))?;
+    // A bad certificate stops the start, before anyone is accepted.
+    let certs = if crate::config::Tls::needed(&config) { Some(tls::Certs::load(&config.tls)?) } else { None };
+    let tls_listener = match config.tls.listen {
+        Some(addr) => Some(net::tcp_listener(addr).map_err(bind_error(addr))?),
+        None => None,
+    };
+    let ws_addr = config.websocket.listen;
+    let ws_listener =
+        if config.websocket.enabled { Some(net::tcp_listener(ws_addr).map_err(bind_error(ws_addr))?) } else { None };
+    let local = |l: &Option<tokio::net::TcpListener>, addr| match l {
+        Some(l) => l.local_addr().map(Some).map_err(bind_error(addr)),
+        None => Ok(None),
+    };
+    let tls_addr = local(&tls_listener, config.tls.listen.unwrap_or(config.listen))?;
+    let ws_addr = local(&ws_listener, ws_addr)?;
     let udp = udp_sockets[0].local_addr().map_err(bind_error(config.udp))?;
 
     // The composition root: every handle is built here, once.
@@ -218,13 +246,37 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::spawn(systemd::watchdog(every, stop.clone()));
     }
     let handles = tcp::Handles { node, feed: feed_shell, admission };
+    let acceptor = certs.as_ref().map(tls::Certs::acceptor);
+    if let (Some(listener), Some(acceptor)) = (tls_listener, acceptor.clone()) {
+        let handles = handles.clone();
+        let serve = move |stream, peer| stream::accept_tls(stream, peer, &handles, &acceptor);
+        tokio::spawn(stream::accept_loop(listener, shutdown.clone(), serve));
+    }
+    if let Some(listener) = ws_listener {
+        let ws = Arc::new(ws::Listener {
+            handles: handles.clone(),
+            origins: ws::Origins::new(&config.websocket.allowed_origins),
+            tls: acceptor.filter(|_| config.websocket.tls),
+        });
+        let serve = move |stream, peer| ws::accept(stream, peer, &ws);
+        tokio::spawn(stream::accept_loop(listener, shutdown.clone(), serve));
+    }
     let accepting = Accepting { handles, store, stop: stop.clone() };
     let task = tokio::spawn(accepting.run(listener, ticker, shutdown.clone()));
-    tracing::info!(%tcp, %udp, %admin, data_dir = %config.data_dir.display(), "heartline listening");
+    let (ws_scheme, shown) =
+        (if config.websocket.tls { "wss" } else { "ws" }, |a: Option<SocketAddr>| a.map(|a| a.to_string()));
+    let websocket = shown(ws_addr).map(|a| format!("{ws_scheme}://{a}{}", ws::PATH));
+    tracing::info!(%tcp, %udp, %admin, websocket, tls = shown(tls_addr), data_dir = %config.data_dir.display(), "heartline listening");
     // Listeners bound and store open: systemd may start what depends on us. STATUS also tells tests the ports.
-    systemd::tell(&format!("READY=1\nSTATUS=listening on tcp {tcp}, udp {udp}, admin {admin}"));
-    let reloadable = Reloadable { keys, limits, secret_path, applied: config, stop };
-    Ok(Running { tcp, udp, admin, reloadable: Some(reloadable), shutdown, task })
+    let mut listening = format!("tcp {tcp}, udp {udp}, admin {admin}");
+    for (name, addr) in [("ws", ws_addr), ("tls", tls_addr)] {
+        if let Some(addr) = addr {
+            listening.push_str(&format!(", {name} {addr}"));
+        }
+    }
+    systemd::tell(&format!("READY=1\nSTATUS=listening on {listening}"));
+    let reloadable = Reloadable { keys, limits, certs, secret_path, applied: config, stop };
+    Ok(Running { tcp, udp, admin, ws: ws_addr, tls: tls_addr, reloadable: Some(reloadable), shutdown, task })
 }
 
 /// The accept loop, then the shutdown sequence.

@@ -149,6 +149,11 @@ impl Outbox {
         (q.len(), q.coalesced)
     }
 
+    /// Waits for something to write and moves it to `out` (see [`poll_take`](Self::poll_take)).
+    pub(super) async fn take(&self, out: &mut Vec<Message>) -> Batch {
+        std::future::poll_fn(|cx| self.poll_take(cx, out)).await
+    }
+
     /// Moves what there is to write to `out`, presence entries grouped into
     /// PRESENCE_PUSH frames; `Pending` (and a wake later) when there is
     /// nothing. Only one task may take from an outbox: the last one to poll
@@ -200,8 +205,7 @@ mod tests {
     fn take_now(outbox: &Outbox) -> (Vec<Message>, bool) {
         let mut out = Vec::new();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let taken = rt.block_on(std::future::poll_fn(|cx| outbox.poll_take(cx, &mut out)));
-        let last = matches!(taken, Batch::Last);
+        let last = matches!(rt.block_on(outbox.take(&mut out)), Batch::Last);
         (out, last)
     }
 

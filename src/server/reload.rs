@@ -1,6 +1,7 @@
 //! What may change while the daemon runs, and SIGHUP, which changes it: the
-//! token secrets, the log filter and the limits (connection caps, rates,
-//! per-connection bounds).
+//! token secrets, the log filter, the limits (connection caps, rates,
+//! per-connection bounds) and the TLS certificate (read again by
+//! [`super::tls::Certs`]: new handshakes use it).
 //!
 //! Owns the swappable keyring, the limits read at run time and the diff
 //! between the applied settings and a reloaded file. It must not touch
@@ -212,7 +213,7 @@ impl Limits {
 }
 
 /// Settings a reload applies; every other difference needs a restart.
-const RELOADABLE: [&str; 12] = [
+const RELOADABLE: [&str; 14] = [
     "log",
     "limits.max_watch",
     "limits.outbound_queue",
@@ -225,6 +226,8 @@ const RELOADABLE: [&str; 12] = [
     "limits.post_burst",
     "limits.fanout_queue",
     "auth.rotation_window",
+    "tls.cert",
+    "tls.key",
 ];
 /// Settings whose values are never logged.
 const SECRET_SETTINGS: [&str; 1] = ["admin.token"];
@@ -233,6 +236,8 @@ const SECRET_SETTINGS: [&str; 1] = ["admin.token"];
 pub struct Reloadable {
     pub(crate) keys: Arc<Keys>,
     pub(crate) limits: Arc<Limits>,
+    /// The certificate of the TLS listeners, if any.
+    pub(crate) certs: Option<Arc<super::tls::Certs>>,
     pub(crate) secret_path: PathBuf,
     /// The settings in force.
     pub(crate) applied: Config,
@@ -282,6 +287,12 @@ impl Reloadable {
                 None => tracing::info!("token secret unchanged"),
             },
             Err(e) => tracing::error!(error = %e, "cannot read the secret file; keeping the current secret"),
+        }
+        if let Some(certs) = &self.certs {
+            match certs.reload(&next.tls) {
+                Ok(()) => tracing::info!("TLS certificate read again; new handshakes use it"),
+                Err(e) => tracing::error!(error = %e, "TLS certificate refused; keeping the current one"),
+            }
         }
         let applied = &self.applied;
         for (key, (old, new)) in diff(applied, &next) {

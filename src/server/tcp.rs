@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use heartline_core::conn::error;
-use heartline_proto::{encode_frame, ErrorCode, FrameCodec, FrameError, Message};
+use heartline_proto::{encode_frame, ErrorCode, FrameCodec, Message};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -38,7 +38,8 @@ use super::net::{Admission, Slot};
 use super::node::Node;
 use super::now_ms;
 use super::outbox::Batch;
-use crate::metrics::{CloseReason, Refused};
+use super::stream::{admit, frame_error, LINGER, WRITE_TIMEOUT};
+use crate::metrics::{CloseReason, Refused, Transport};
 
 /// Room asked of the scratch buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -50,13 +51,8 @@ enum ReadEnd {
     Failed,
 }
 
-/// A write to the peer not complete after this long ends the connection.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read and thrown away from a refused connection before closing it.
 const REFUSED_DRAIN: usize = 4 * 1024;
-/// How long a connection closed with a fatal ERROR keeps reading (and
-/// dropping) what the peer still sends, so that the ERROR gets through.
-const LINGER: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// Each runtime thread's read buffer: every connection on the thread
@@ -77,14 +73,11 @@ pub(crate) struct Handles {
 /// An accepted connection: served if the caps leave room, else refused.
 /// Never waits, so a flood cannot slow the accept loop down.
 pub(crate) fn accept(stream: TcpStream, peer: SocketAddr, handles: &Handles) {
-    let node = &handles.node;
-    node.metrics.connections_accepted.inc();
-    let limits = &node.limits;
-    match handles.admission.admit(peer.ip(), limits.max_connections(), limits.max_connections_per_ip()) {
+    match admit(peer, handles, Transport::Tcp) {
         Ok(slot) => {
             tokio::spawn(serve(stream, slot, handles.clone()));
         }
-        Err(cap) => refuse(stream, cap, node),
+        Err(cap) => refuse(stream, cap, &handles.node),
     }
 }
 
@@ -94,7 +87,6 @@ pub(crate) fn accept(stream: TcpStream, peer: SocketAddr, handles: &Handles) {
 /// nothing, which is as good). What the peer already sent (an early HELLO) is
 /// read first, so that closing sends FIN after the ERROR rather than a reset.
 fn refuse(stream: TcpStream, cap: Refused, node: &Node) {
-    node.metrics.connections_refused(cap).inc();
     let code = ErrorCode::TooManyConnections;
     let message = match cap {
         Refused::Total => "the server is at its connection cap",
@@ -108,7 +100,6 @@ fn refuse(stream: TcpStream, cap: Refused, node: &Node) {
             counter.inc();
         }
     }
-    node.metrics.closed(CloseReason::Error(code)).inc();
     let mut sink = [0u8; 512];
     let mut drained = 0;
     while drained < REFUSED_DRAIN {
@@ -281,7 +272,9 @@ impl Tcp {
                 *out = BytesMut::new();
             }
             for msg in frames {
-                self.note(&msg);
+                if let Some(reason) = self.driver.sent(&msg) {
+                    self.reason = reason;
+                }
                 // Only a frame over 1 MiB fails, and the server builds none.
                 let _ = encode_frame(&msg, out);
             }
@@ -295,23 +288,6 @@ impl Tcp {
                 Err(_) => self.unwritten.extend_from_slice(out),
             }
         });
-    }
-
-    /// What a frame tells about why the connection will end, and the metrics.
-    fn note(&mut self, msg: &Message) {
-        let metrics = &self.driver.node().metrics;
-        match msg {
-            Message::Error { code, .. } => {
-                if let Some(counter) = metrics.errors_sent(*code) {
-                    counter.inc();
-                }
-                if let Some(code) = ErrorCode::from_u16(*code).filter(|c| c.closes()) {
-                    self.reason = CloseReason::Error(code);
-                }
-            }
-            Message::Goaway { .. } => self.reason = CloseReason::Goaway,
-            _ => {}
-        }
     }
 
     /// Writes what was left over, as far as the socket takes it.
@@ -392,8 +368,8 @@ impl Tcp {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    let code = e.code().unwrap_or(ErrorCode::Malformed);
-                    self.driver.abort(code, frame_error(&e));
+                    let (code, message) = frame_error(&e);
+                    self.driver.abort(code, message);
                 }
             }
         }
@@ -436,13 +412,6 @@ fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
         Ok(n)
     });
     drained.map_or(read, Ok)
-}
-
-fn frame_error(e: &FrameError) -> &'static str {
-    match e {
-        FrameError::TooLarge => "frame over the limit",
-        _ => "malformed frame",
-    }
 }
 
 /// Closing a socket with unread bytes makes the kernel send a reset, which

@@ -40,6 +40,7 @@ pub(crate) fn test_config(dir: &std::path::Path) -> Config {
     config.presence.grace = Duration::from_millis(600);
     config.limits.drain_timeout = Duration::from_millis(500);
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.websocket.listen = "127.0.0.1:0".parse().unwrap();
     config
 }
 

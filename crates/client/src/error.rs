@@ -36,6 +36,10 @@ pub enum ClientError {
     /// never sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// TLS cannot be set up: no trusted certificate, or a bad name. A failed
+    /// handshake (an untrusted certificate) is an [`Io`](Self::Io) error.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ClientError {

@@ -15,6 +15,7 @@
 //! - `task` — the background task: socket, heartbeats, reconnects, routing.
 //! - `mailbox` — the watch and live streams handed to the application.
 //! - `error` — [`ClientError`].
+//! - [`tls`] — TLS: which certificates to trust ([`Tls`]), `tls://host:port`.
 //! - [`wire`] — the low-level connection: protocol frames over TCP, for tests,
 //!   load generators and gateways that shape every frame themselves.
 //!
@@ -44,6 +45,7 @@
 mod error;
 mod mailbox;
 mod task;
+pub mod tls;
 pub mod wire;
 
 pub use heartline_proto as proto;
@@ -57,6 +59,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use error::ClientError;
 pub use mailbox::{LiveEvent, LiveStream, WatchStream};
+pub use tls::Tls;
 
 use heartline_proto::{
     limits, Cursor, Device, GraphOp, Item, Message, PresenceEntry, Role, Source, Stats, Status, Welcome,
@@ -94,8 +97,12 @@ impl Backoff {
 /// How to connect. `ClientConfig::new(addr, token)` fills in the rest.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// The server's TCP address, `host:port`.
+    /// The server's TCP address, `host:port`, or `tls://host:port` for its
+    /// TLS listener (the system's certificate store is trusted unless
+    /// [`tls`](Self::tls) says otherwise).
     pub addr: String,
+    /// TLS, with these trust settings (whatever the address's form).
+    pub tls: Option<Tls>,
     /// The token, passed through unchanged (SPEC.md §12.1).
     pub token: Bytes,
     /// [`Role::Client`] holds one session of the token's user and heartbeats
@@ -123,6 +130,7 @@ impl ClientConfig {
     pub fn new(addr: impl Into<String>, token: impl Into<Bytes>) -> Self {
         Self {
             addr: addr.into(),
+            tls: None,
             token: token.into(),
             role: Role::Client,
             device: Device::Unknown,
@@ -141,6 +149,7 @@ impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
             .field("addr", &self.addr)
+            .field("tls", &self.tls)
             .field("role", &self.role)
             .field("device", &self.device)
             .field("want_udp", &self.want_udp)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -81,8 +81,8 @@ enum Exit {
 
 /// One established connection.
 pub(super) struct Conn {
-    reader: FramedRead<OwnedReadHalf, MessageCodec>,
-    writer: OwnedWriteHalf,
+    reader: FramedRead<ReadHalf, MessageCodec>,
+    writer: WriteHalf,
     out: BytesMut,
     pub(super) welcome: Welcome,
     pub(super) resumed: bool,
@@ -94,6 +94,10 @@ pub(super) struct Conn {
     /// The last fatal ERROR not tied to a request: why the server closes.
     fatal: Option<ClientError>,
 }
+
+/// The stream's halves, TCP or TLS alike.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// UDP heartbeats granted in WELCOME (SPEC.md §8).
 struct UdpBeats {
@@ -115,11 +119,26 @@ pub(super) async fn connect(config: &ClientConfig, resume: u64, status: Status) 
 }
 
 async fn handshake(config: &ClientConfig, resume: u64, status: Status) -> Result<Conn, ClientError> {
-    let stream = TcpStream::connect(config.addr.as_str()).await?;
+    let (hostport, host, tls_scheme) = crate::tls::endpoint(&config.addr);
+    let stream = TcpStream::connect(hostport).await?;
     // Heartbeats are 3 bytes: Nagle's algorithm would hold them back.
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr()?;
-    let (reader, mut writer) = stream.into_split();
+    let tls = match (&config.tls, tls_scheme) {
+        (Some(tls), _) => Some(tls.clone()),
+        (None, true) => Some(crate::tls::Tls::system_roots()?),
+        (None, false) => None,
+    };
+    let (reader, mut writer): (ReadHalf, WriteHalf) = match tls {
+        Some(tls) => {
+            let (reader, writer) = tokio::io::split(tls.connect(host, stream).await?);
+            (Box::new(reader), Box::new(writer))
+        }
+        None => {
+            let (reader, writer) = stream.into_split();
+            (Box::new(reader), Box::new(writer))
+        }
+    };
     let hello = Message::Hello(Hello {
         version: VERSION,
         role: config.role,
@@ -131,6 +150,8 @@ async fn handshake(config: &ClientConfig, resume: u64, status: Status) -> Result
     let mut out = BytesMut::new();
     encode_frame(&hello, &mut out)?;
     writer.write_all(&out).await?;
+    // TLS may hold records back until flushed (a no-op for plain TCP).
+    writer.flush().await?;
     out.clear();
     let mut reader = FramedRead::new(reader, MessageCodec::default());
     let welcome = match reader.next().await {
@@ -206,6 +227,7 @@ impl Conn {
     async fn flush(&mut self) -> Result<(), ClientError> {
         if !self.out.is_empty() {
             self.writer.write_all(&self.out).await?;
+            self.writer.flush().await?;
             self.out.clear();
         }
         Ok(())

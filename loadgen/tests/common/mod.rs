@@ -21,6 +21,7 @@ pub(crate) fn config(dir: &Path) -> Config {
         ..Config::default()
     };
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.websocket.listen = "127.0.0.1:0".parse().unwrap();
     config
 }
 
