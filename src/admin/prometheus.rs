@@ -146,7 +146,8 @@ pub fn render(backend: &dyn Backend) -> String {
         "Queued presence entries replaced by a newer one for the same user before being written.",
         &m.watch_events_coalesced,
     );
-    let (depth, deepest, closing) = (gauges.outbound_depth, gauges.outbound_depth_max, gauges.connections_closing);
+    let queues = backend.queues();
+    let (depth, deepest, closing) = (queues.outbound_depth, queues.outbound_depth_max, queues.connections_closing);
     out.gauge("heartline_outbound_queue_depth", "Frames and entries waiting to be written, all connections.", depth);
     out.gauge("heartline_outbound_queue_depth_max", "The deepest single connection's outbound queue.", deepest);
     out.gauge(

@@ -35,6 +35,8 @@ pub(crate) struct Registry {
     next_id: AtomicU32,
     /// Connections past HELLO (the admin's `heartline_connections`).
     authenticated: AtomicUsize,
+    /// Of those, gateways (they see presence as [`Viewer::Anyone`]).
+    gateways: AtomicUsize,
 }
 
 impl Registry {
@@ -58,6 +60,11 @@ impl Registry {
             if entry.viewer.is_none() {
                 self.authenticated.fetch_add(1, Ordering::Relaxed);
             }
+            match (entry.viewer == Some(Viewer::Anyone), viewer == Viewer::Anyone) {
+                (false, true) => _ = self.gateways.fetch_add(1, Ordering::Relaxed),
+                (true, false) => _ = self.gateways.fetch_sub(1, Ordering::Relaxed),
+                _ => {}
+            }
             entry.viewer = Some(viewer);
             entry.session = session;
             entry.udp_gateway = udp_gateway.then(|| Mutex::new(ReplayWindow::default()));
@@ -69,12 +76,20 @@ impl Registry {
             if entry.viewer.is_some() {
                 self.authenticated.fetch_sub(1, Ordering::Relaxed);
             }
+            if entry.viewer == Some(Viewer::Anyone) {
+                self.gateways.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
     /// Connections past HELLO.
     pub(crate) fn len(&self) -> usize {
         self.authenticated.load(Ordering::Relaxed)
+    }
+
+    /// Gateway connections past HELLO (included in [`Self::len`]).
+    pub(crate) fn gateways(&self) -> usize {
+        self.gateways.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
