@@ -117,7 +117,8 @@ const ERROR_SLOTS: usize = 32;
 
 #[derive(Default, Debug)]
 pub struct Metrics {
-    pub heartbeats_tcp: Counter,
+    /// HEARTBEAT frames, by the [`Transport`] of their connection.
+    heartbeats_stream: [Counter; 4],
     pub heartbeats_udp: Counter,
     pub heartbeats_batch: Counter,
     /// Stream connections accepted, every transport.
@@ -159,6 +160,15 @@ pub struct Metrics {
 impl Metrics {
     pub fn udp_dropped(&self, reason: DropReason) -> &Counter {
         &self.udp_dropped[reason as usize]
+    }
+
+    pub fn heartbeats_on(&self, transport: Transport) -> &Counter {
+        &self.heartbeats_stream[transport as usize]
+    }
+
+    /// HEARTBEAT frames over every stream transport.
+    pub fn heartbeats_stream(&self) -> u64 {
+        self.heartbeats_stream.iter().map(Counter::get).sum()
     }
 
     pub fn accepted_by(&self, transport: Transport) -> &Counter {

@@ -138,6 +138,12 @@ async fn websocket_session_heartbeats_and_watches() {
     assert_eq!(common::sample(&metrics, "heartline_connections_accepted_by_transport_total{transport=\"ws\"}"), 1);
     assert_eq!(common::sample(&metrics, "heartline_connections_accepted_by_transport_total{transport=\"tcp\"}"), 1);
     assert_eq!(common::sample(&metrics, "heartline_connections_accepted_total"), 2);
+    // The dashboard's view: one connection on each transport, the heartbeat on WebSocket's.
+    let stats = common::http(daemon.running.admin, "GET", "/v1/stats", None, "").await.body;
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let row = |name: &str| stats["transports"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap().clone();
+    assert_eq!((row("ws")["connections"].as_u64(), row("tcp")["connections"].as_u64()), (Some(1), Some(1)), "{stats}");
+    assert!(row("ws")["heartbeats"].as_u64() >= Some(1), "{stats}");
     ws.send(&Message::Bye).await;
     match tokio::time::timeout(PATIENCE, ws.ws.next()).await.unwrap() {
         Some(Ok(WsMessage::Close(Some(close)))) => assert_eq!(close.code, CloseCode::Normal),

@@ -52,7 +52,7 @@ async fn run_against_daemon(strategy: Strategy, label: &str) -> (serde_json::Val
     let (status, graph) = admin_get(running.admin, "/v1/graph/1").await;
     assert_eq!(status, 200, "{graph}");
     let graph: serde_json::Value = serde_json::from_str(&graph).unwrap();
-    assert_eq!(graph["user"], 1, "{graph}");
+    assert_eq!(graph["user"], "1", "{graph}");
     let celebrity = graph["followers"].as_u64().unwrap_or_else(|| panic!("no followers: {graph}")) as usize;
     running.shutdown().await;
     (report, celebrity)

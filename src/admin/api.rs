@@ -1,28 +1,77 @@
-//! The JSON API for web backends: one user's presence, many users'
-//! presence, and the server's totals — what QUERY and STATS give protocol
-//! clients — and a user's follower and following counts.
+//! The JSON API for web backends and the dashboard: one user's presence,
+//! many users' presence, a user's follower and following counts — what
+//! QUERY and GRAPH give protocol clients — and a snapshot of the server's
+//! counters and gauges.
 //!
 //! Owns request parsing and the JSON shapes. It must not apply privacy
 //! itself: entries come from [`Backend::presence`] as an unrelated viewer
 //! sees them, through the one policy point.
 //!
-//! User ids are JSON numbers (u64): JavaScript clients must parse them as
-//! BigInt above 2^53.
+//! Ids and versions (u64) are written as decimal strings ([`Id`]), so that
+//! JavaScript, whose numbers are exact only up to 2^53, and jq read them
+//! exactly; where a request names ids it may give strings or numbers.
+//! Counts, gauges, counters and millisecond timestamps stay JSON numbers.
 
+use std::fmt;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Response, StatusCode};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{json, text, Backend, Body};
-use heartline_proto::PresenceEntry;
+use super::{json, text, Backend, Body, Transport};
+use crate::metrics::{Histogram, BUCKETS_US};
+use heartline_proto::{PresenceEntry, Stats, Status};
 
 /// Most ids one query may name, as one QUERY frame (SPEC.md limits).
 pub const MAX_QUERY: usize = 1_000;
-/// Largest query body: 1,000 twenty-digit ids with separators and spaces.
+/// Largest query body: 1,000 twenty-digit quoted ids with separators and spaces.
 const MAX_BODY: usize = 64 * 1024;
+
+/// A u64 id in JSON: written as a decimal string (`"42"`), read from a
+/// decimal string or a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Id(pub u64);
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(IdVisitor)
+    }
+}
+
+struct IdVisitor;
+
+impl serde::de::Visitor<'_> for IdVisitor {
+    type Value = Id;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an unsigned 64-bit id, as a decimal string or a number")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Id, E> {
+        Ok(Id(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Id, E> {
+        parse_id(v).map(Id).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+    }
+}
+
+/// A decimal u64: digits only (no sign, no spaces), at most 20 of them.
+pub fn parse_id(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
 
 #[derive(Serialize)]
 struct Error {
@@ -33,58 +82,202 @@ fn error(status: StatusCode, message: &'static str) -> Response<Body> {
     json(status, &Error { error: message })
 }
 
-/// `GET /v1/presence/{user}`: one entry.
-pub async fn presence(backend: Arc<dyn Backend>, user: &str) -> Response<Body> {
-    let Ok(user) = user.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, "the user id must be an unsigned 64-bit integer");
-    };
-    match lookup(backend, vec![user]).await {
-        Some(mut entries) => json(StatusCode::OK, &entries.remove(0)),
-        None => text(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n"),
+const BAD_ID: &str = "the user id must be an unsigned 64-bit integer";
+
+/// One presence entry as JSON.
+#[derive(Serialize)]
+struct Entry<'a> {
+    user: Id,
+    status: Status,
+    /// Per-user version: greater means newer.
+    version: Id,
+    /// Unix ms of the last activity known (0: never seen); exact as a JSON
+    /// number until the year 287,396.
+    last_seen_ms: u64,
+    text: &'a str,
+}
+
+impl<'a> From<&'a PresenceEntry> for Entry<'a> {
+    fn from(e: &'a PresenceEntry) -> Self {
+        Entry {
+            user: Id(e.user),
+            status: e.status,
+            version: Id(e.version),
+            last_seen_ms: e.last_seen_ms,
+            text: e.text.as_str(),
+        }
     }
 }
 
-/// `POST /v1/presence/query` with a JSON array of up to [`MAX_QUERY`] ids:
-/// an array of entries in the same order.
+/// `GET /v1/presence/{user}`: one entry.
+pub async fn presence(backend: Arc<dyn Backend>, user: &str) -> Response<Body> {
+    let Some(user) = parse_id(user) else {
+        return error(StatusCode::BAD_REQUEST, BAD_ID);
+    };
+    match lookup(backend, vec![user]).await.as_deref() {
+        Some([entry]) => json(StatusCode::OK, &Entry::from(entry)),
+        _ => text(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n"),
+    }
+}
+
+/// `POST /v1/presence/query` with a JSON array of up to [`MAX_QUERY`] ids
+/// (strings or numbers): an array of entries in the same order.
 pub async fn query(backend: Arc<dyn Backend>, body: Incoming) -> Response<Body> {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB"),
     };
-    let Ok(users) = serde_json::from_slice::<Vec<u64>>(&bytes) else {
+    let Ok(users) = serde_json::from_slice::<Vec<Id>>(&bytes) else {
         return error(StatusCode::BAD_REQUEST, "the body must be a JSON array of user ids");
     };
     if users.len() > MAX_QUERY {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "at most 1000 ids per query");
     }
-    match lookup(backend, users).await {
-        Some(entries) => json(StatusCode::OK, &entries),
+    match lookup(backend, users.into_iter().map(|Id(u)| u).collect()).await {
+        Some(entries) => json(StatusCode::OK, &entries.iter().map(Entry::from).collect::<Vec<_>>()),
         None => text(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n"),
     }
 }
 
 #[derive(Serialize)]
 struct GraphCounts {
-    user: u64,
+    user: Id,
     followers: usize,
     following: usize,
 }
 
 /// `GET /v1/graph/{user}`: how many follow the user, and how many they follow.
 pub fn graph(backend: &dyn Backend, user: &str) -> Response<Body> {
-    let Ok(user) = user.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, "the user id must be an unsigned 64-bit integer");
+    let Some(user) = parse_id(user) else {
+        return error(StatusCode::BAD_REQUEST, BAD_ID);
     };
     let (followers, following) = backend.graph_counts(user);
-    json(StatusCode::OK, &GraphCounts { user, followers, following })
+    json(StatusCode::OK, &GraphCounts { user: Id(user), followers, following })
 }
 
-/// `GET /v1/stats`: the same totals as STATS_REPLY.
+/// A latency histogram as JSON: per-bucket counts (not cumulative; the
+/// last is +Inf) under the upper bounds in `bounds_us`, so a reader takes
+/// the difference of two snapshots for any window's mean or quantiles.
+#[derive(Serialize)]
+struct Latency {
+    count: u64,
+    sum_us: u64,
+    bounds_us: &'static [u64],
+    buckets: Vec<u64>,
+}
+
+impl From<&Histogram> for Latency {
+    fn from(h: &Histogram) -> Self {
+        let (buckets, sum_us) = h.snapshot();
+        Latency { count: buckets.iter().sum(), sum_us, bounds_us: &BUCKETS_US, buckets: buckets.to_vec() }
+    }
+}
+
+#[derive(Serialize)]
+struct Fanout {
+    /// Home-timeline entries inserted, since start.
+    inserts: u64,
+    queue_depth: u64,
+    queue_capacity: u64,
+    /// PUBLISHes and DELETEs refused because the queue was full, since start.
+    refused: u64,
+    lag: Latency,
+}
+
+#[derive(Serialize)]
+struct Store {
+    up: bool,
+    commit: Latency,
+}
+
+/// `GET /v1/stats`: STATS_REPLY's totals, then what the dashboard shows.
+/// Counters count since start; rates are the reader's to compute from two
+/// snapshots and their `now_ms`.
+#[derive(Serialize)]
+struct Snapshot {
+    /// The daemon's version.
+    version: &'static str,
+    /// The daemon's clock when the snapshot was taken, Unix ms.
+    now_ms: u64,
+    #[serde(flatten)]
+    stats: Stats,
+    /// TCP connections open, HELLO done or not.
+    connections_open: u64,
+    connections_accepted: u64,
+    /// Every transport, in the server's order; new ones may appear.
+    transports: Vec<Transport>,
+    /// Heartbeats applied over all transports, since start.
+    heartbeats: u64,
+    watch_events: u64,
+    posts: u64,
+    fanout: Fanout,
+    store: Store,
+}
+
+/// `GET /v1/stats`: a snapshot cheap enough to poll every second (it does
+/// not walk the connections, unlike `/metrics`).
 pub fn stats(backend: &dyn Backend) -> Response<Body> {
-    json(StatusCode::OK, &backend.gauges().stats)
+    let (m, gauges, transports) = (backend.metrics(), backend.gauges(), backend.transports());
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let snapshot = Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        now_ms,
+        stats: gauges.stats,
+        connections_open: gauges.connections_open,
+        connections_accepted: m.connections_accepted.get(),
+        heartbeats: transports.iter().map(|t| t.heartbeats).sum(),
+        transports,
+        watch_events: m.watch_events.get(),
+        posts: m.posts.get(),
+        fanout: Fanout {
+            inserts: m.fanout_inserts.get(),
+            queue_depth: gauges.fanout_depth,
+            queue_capacity: gauges.fanout_capacity,
+            refused: m.fanout_refused_publish.get() + m.fanout_refused_delete.get(),
+            lag: (&m.fanout_lag).into(),
+        },
+        store: Store { up: gauges.store_up, commit: (&m.store_commit).into() },
+    };
+    json(StatusCode::OK, &snapshot)
 }
 
 /// Entries for `users`; offline users are read from the store, so off the runtime.
 async fn lookup(backend: Arc<dyn Backend>, users: Vec<u64>) -> Option<Vec<PresenceEntry>> {
     tokio::task::spawn_blocking(move || backend.presence(&users)).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_written_as_strings() {
+        assert_eq!(serde_json::to_string(&Id(u64::MAX)).unwrap(), "\"18446744073709551615\"");
+        assert_eq!(serde_json::to_string(&Id(0)).unwrap(), "\"0\"");
+    }
+
+    #[test]
+    fn ids_are_read_from_strings_or_numbers() {
+        let ids: Vec<Id> = serde_json::from_str(r#"[42, "7", "18446744073709551615"]"#).unwrap();
+        assert_eq!(ids, [Id(42), Id(7), Id(u64::MAX)]);
+        for bad in [r#"[-1]"#, r#"[1.5]"#, r#"["+1"]"#, r#"[" 1"]"#, r#"[""]"#, r#"["18446744073709551616"]"#, "[null]"]
+        {
+            assert!(serde_json::from_str::<Vec<Id>>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_entry_names_ids_as_strings() {
+        let entry = PresenceEntry {
+            user: u64::MAX,
+            status: Status::Busy,
+            version: 9_007_199_254_740_993,
+            last_seen_ms: 1_795_262_400_000,
+            text: "in a meeting".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&Entry::from(&entry)).unwrap(),
+            r#"{"user":"18446744073709551615","status":"busy","version":"9007199254740993","last_seen_ms":1795262400000,"text":"in a meeting"}"#
+        );
+    }
 }

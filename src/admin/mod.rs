@@ -1,15 +1,18 @@
 //! The HTTP admin listener (hyper, HTTP/1.1): `/metrics` for Prometheus,
-//! `/healthz` and `/readyz` for probes, and a small JSON API for web
-//! backends that don't speak the binary protocol.
+//! `/healthz` and `/readyz` for probes, a small JSON API for web backends
+//! that don't speak the binary protocol, and a live dashboard at `/`.
 //!
 //! Owns the admin socket, routing and the bearer-token check. It must not
 //! change presence state: every route reads, through a [`Backend`] the
 //! server hands it — a snapshot of gauges, the metrics and lookups — never
 //! the server's internals (this module does not import `crate::server`).
 //! Series are defined in `crate::metrics`, rendered in [`prometheus`]; JSON
-//! routes are in [`api`].
+//! routes are in [`api`]; the dashboard's embedded files in [`dashboard`].
+//! The dashboard's files load without the token (they hold no data); what
+//! they fetch does not.
 
 pub mod api;
+pub mod dashboard;
 pub mod prometheus;
 
 use std::convert::Infallible;
@@ -24,6 +27,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -39,8 +43,13 @@ pub type Body = Full<Bytes>;
 /// What the admin listener may read of the running server.
 pub trait Backend: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
-    /// The gauges, read now.
+    /// The gauges, read now: cheap enough to poll every second.
     fn gauges(&self) -> Gauges;
+    /// The outbound queues, read now: this visits every connection, so it is
+    /// for scrapes (every 10 s or slower), not for polling.
+    fn queues(&self) -> Queues;
+    /// Each transport's connections and heartbeats, read now (cheap).
+    fn transports(&self) -> Vec<Transport>;
     /// Users' presence as an unrelated viewer sees it. May read the store:
     /// call it off the runtime.
     fn presence(&self, users: &[u64]) -> Vec<PresenceEntry>;
@@ -56,13 +65,31 @@ pub struct Gauges {
     /// Stream connections open (every transport), HELLO done or not.
     pub connections_open: u64,
     pub store_up: bool,
+    pub fanout_depth: u64,
+    pub fanout_capacity: u64,
+}
+
+/// The outbound queues of every connection, read at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Queues {
     /// Frames and entries waiting to be written, in all and on the deepest connection.
     pub outbound_depth: u64,
     pub outbound_depth_max: u64,
     /// Connections past HELLO whose outbox is closed and still being written.
     pub connections_closing: u64,
-    pub fanout_depth: u64,
-    pub fanout_capacity: u64,
+}
+
+/// One way peers reach the server, as the dashboard lists it. The set is
+/// the server's to define (a new transport is one more entry); readers
+/// must not assume a fixed list.
+#[derive(Clone, Debug, Serialize)]
+pub struct Transport {
+    /// A short, stable name: `tcp`, `udp`, `gateway`, …
+    pub name: &'static str,
+    /// Connections past HELLO on it; `None` for a connectionless transport.
+    pub connections: Option<u64>,
+    /// Heartbeats applied through it, since start.
+    pub heartbeats: u64,
 }
 
 /// What every request handler sees.
@@ -118,6 +145,9 @@ pub async fn serve(
 
 async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
+    if let Some(asset) = dashboard::asset_at(path) {
+        return dashboard::serve(asset, &req);
+    }
     match (req.method(), path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if state.draining.is_cancelled() => {

@@ -86,12 +86,13 @@ pub fn render(backend: &dyn Backend) -> String {
     out.family("heartline_build_info", "gauge", "The running version.");
     out.sample("heartline_build_info", concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""), 1);
 
-    let heartbeats = [("tcp", &m.heartbeats_tcp), ("udp", &m.heartbeats_udp), ("batch", &m.heartbeats_batch)];
+    let heartbeats =
+        [("tcp", m.heartbeats_stream()), ("udp", m.heartbeats_udp.get()), ("batch", m.heartbeats_batch.get())];
     out.labelled(
         "heartline_heartbeats_total",
-        "Heartbeats applied, by path: tcp (HEARTBEAT), udp (datagrams, gateway batches over UDP included), batch (gateway batches over TCP).",
+        "Heartbeats applied, by path: tcp (HEARTBEAT, over TCP, TLS or WebSocket), udp (datagrams, gateway batches over UDP included), batch (gateway batches over TCP).",
         "path",
-        heartbeats.map(|(path, c)| (path, c.get())),
+        heartbeats,
     );
 
     let totals = gauges.stats;
@@ -160,7 +161,8 @@ pub fn render(backend: &dyn Backend) -> String {
         "Queued presence entries replaced by a newer one for the same user before being written.",
         &m.watch_events_coalesced,
     );
-    let (depth, deepest, closing) = (gauges.outbound_depth, gauges.outbound_depth_max, gauges.connections_closing);
+    let queues = backend.queues();
+    let (depth, deepest, closing) = (queues.outbound_depth, queues.outbound_depth_max, queues.connections_closing);
     out.gauge("heartline_outbound_queue_depth", "Frames and entries waiting to be written, all connections.", depth);
     out.gauge("heartline_outbound_queue_depth_max", "The deepest single connection's outbound queue.", deepest);
     out.gauge(

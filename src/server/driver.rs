@@ -19,7 +19,7 @@ use super::feed::{FeedSession, FeedShell};
 use super::node::Node;
 use super::now_ms;
 use super::outbox::{Interrupt, Outbox};
-use crate::metrics::CloseReason;
+use crate::metrics::{CloseReason, Transport};
 
 /// What GOAWAY asks clients to wait before reconnecting (they add jitter).
 const RECONNECT_AFTER_MS: u32 = 1_000;
@@ -36,16 +36,17 @@ pub(crate) struct Driver {
     outbox: Arc<Outbox>,
     /// Started on the first feed request.
     feed_session: Option<FeedSession>,
+    transport: Transport,
 }
 
 impl Driver {
     /// A connection accepted now: registered, owing a HELLO.
-    pub(crate) fn new(node: Arc<Node>, feed: Arc<FeedShell>) -> Self {
+    pub(crate) fn new(node: Arc<Node>, feed: Arc<FeedShell>, transport: Transport) -> Self {
         let outbox = Arc::new(Outbox::new(node.limits.outbound_queue()));
-        let id = node.registry.add(outbox.clone());
+        let id = node.registry.add(outbox.clone(), transport);
         let handshake_ms = u64::try_from(node.limits.handshake_timeout().as_millis()).unwrap_or(u64::MAX);
         let machine = Connection::new(id, now_ms(), handshake_ms);
-        Self { machine, node, feed, outbox, feed_session: None }
+        Self { machine, node, feed, outbox, feed_session: None, transport }
     }
 
     pub(crate) fn outbox(&self) -> &Arc<Outbox> {
@@ -117,7 +118,7 @@ impl Driver {
                     }
                 }
                 Effect::Stats { req } => self.outbox.send(Message::StatsReply { req, stats: node.stats() }),
-                Effect::Heartbeats { batch: false, count } => node.metrics.heartbeats_tcp.add(count),
+                Effect::Heartbeats { batch: false, count } => node.metrics.heartbeats_on(self.transport).add(count),
                 Effect::Heartbeats { batch: true, count } => node.metrics.heartbeats_batch.add(count),
             }
         }

@@ -16,7 +16,7 @@ use heartline_core::presence::{blocked, entry_for, BlockList, Change, SessionId,
 use heartline_proto::udp::ReplayWindow;
 
 use super::outbox::{Interrupt, Outbox};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Transport};
 
 /// What the registry knows of one connection.
 pub(crate) struct ConnEntry {
@@ -27,6 +27,7 @@ pub(crate) struct ConnEntry {
     session: Option<SessionId>,
     /// A gateway that takes UDP batches: its replay window.
     pub(crate) udp_gateway: Option<Mutex<ReplayWindow>>,
+    transport: Transport,
 }
 
 #[derive(Default)]
@@ -35,20 +36,24 @@ pub(crate) struct Registry {
     next_id: AtomicU32,
     /// Connections past HELLO (the admin's `heartline_connections`).
     authenticated: AtomicUsize,
+    /// The same, by [`Transport`].
+    authenticated_on: [AtomicUsize; 4],
+    /// Of those, gateways (they see presence as [`Viewer::Anyone`]).
+    gateways: AtomicUsize,
 }
 
 impl Registry {
     /// A new connection: registered at once (so GOAWAY reaches it), with a
     /// fresh id that is never 0 and never reused while the daemon runs,
     /// short of 2^32 connections.
-    pub(crate) fn add(&self, outbox: Arc<Outbox>) -> u32 {
+    pub(crate) fn add(&self, outbox: Arc<Outbox>, transport: Transport) -> u32 {
         let id = loop {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
             if id != 0 {
                 break id;
             }
         };
-        self.conns.insert(id, ConnEntry { outbox, viewer: None, session: None, udp_gateway: None });
+        self.conns.insert(id, ConnEntry { outbox, viewer: None, session: None, udp_gateway: None, transport });
         id
     }
 
@@ -57,6 +62,12 @@ impl Registry {
         if let Some(mut entry) = self.conns.get_mut(&id) {
             if entry.viewer.is_none() {
                 self.authenticated.fetch_add(1, Ordering::Relaxed);
+                self.authenticated_on[entry.transport as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            match (entry.viewer == Some(Viewer::Anyone), viewer == Viewer::Anyone) {
+                (false, true) => _ = self.gateways.fetch_add(1, Ordering::Relaxed),
+                (true, false) => _ = self.gateways.fetch_sub(1, Ordering::Relaxed),
+                _ => {}
             }
             entry.viewer = Some(viewer);
             entry.session = session;
@@ -68,6 +79,10 @@ impl Registry {
         if let Some((_, entry)) = self.conns.remove(&id) {
             if entry.viewer.is_some() {
                 self.authenticated.fetch_sub(1, Ordering::Relaxed);
+                self.authenticated_on[entry.transport as usize].fetch_sub(1, Ordering::Relaxed);
+            }
+            if entry.viewer == Some(Viewer::Anyone) {
+                self.gateways.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -75,6 +90,16 @@ impl Registry {
     /// Connections past HELLO.
     pub(crate) fn len(&self) -> usize {
         self.authenticated.load(Ordering::Relaxed)
+    }
+
+    /// Connections past HELLO on `transport` (gateways included).
+    pub(crate) fn len_on(&self, transport: Transport) -> usize {
+        self.authenticated_on[transport as usize].load(Ordering::Relaxed)
+    }
+
+    /// Gateway connections past HELLO (included in [`Self::len`]).
+    pub(crate) fn gateways(&self) -> usize {
+        self.gateways.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -115,7 +115,7 @@ pub(crate) fn accept_tls(stream: TcpStream, peer: SocketAddr, handles: &Handles,
         let timeout = handles.node.limits.handshake_timeout();
         let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else { return };
         let mut wire = ByteStream::new(tls, handles.node.limits.max_frame());
-        let driver = Driver::new(handles.node, handles.feed);
+        let driver = Driver::new(handles.node, handles.feed, Transport::Tls);
         serve(&mut wire, driver).await;
         drop(slot);
     });

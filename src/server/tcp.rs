@@ -114,7 +114,7 @@ async fn serve(mut stream: TcpStream, slot: Slot, handles: Handles) {
     let _ = stream.set_nodelay(true);
     let max_frame = handles.node.limits.max_frame();
     let mut conn = Tcp {
-        driver: Driver::new(handles.node, handles.feed),
+        driver: Driver::new(handles.node, handles.feed, Transport::Tcp),
         codec: FrameCodec::new(max_frame),
         partial: BytesMut::new(),
         unwritten: BytesMut::new(),

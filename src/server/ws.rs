@@ -87,7 +87,7 @@ pub(crate) fn accept(stream: TcpStream, peer: SocketAddr, listener: &Arc<Listene
                 )
                 .await;
                 let mut wire = Ws { ws, codec: FrameCodec::new(handles.node.limits.max_frame()) };
-                serve(&mut wire, Driver::new(handles.node.clone(), handles.feed.clone())).await;
+                serve(&mut wire, Driver::new(handles.node.clone(), handles.feed.clone(), transport)).await;
             }
         }
         drop(slot);

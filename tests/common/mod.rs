@@ -290,27 +290,68 @@ impl Client {
     }
 }
 
-/// The body of `GET /metrics` from the daemon's admin listener at `admin`:
-/// one HTTP/1.1 request on a plain connection, closed after the response.
-pub(crate) async fn scrape(admin: SocketAddr) -> String {
-    let get = async {
+/// One response from the admin listener.
+pub(crate) struct HttpResponse {
+    pub status: u16,
+    /// The status line and headers.
+    pub head: String,
+    /// The body, de-chunked.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of the header `name` (any case), if present.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// One HTTP/1.1 request to the admin listener at `admin` on a plain
+/// connection, closed after the response; `token` goes in as a bearer token.
+pub(crate) async fn http(admin: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> HttpResponse {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    http_with(admin, method, path, &headers, body).await
+}
+
+/// [`http`] with any extra request headers.
+pub(crate) async fn http_with(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
         let mut stream = TcpStream::connect(admin).await.unwrap();
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.unwrap();
         response
     };
-    let response = tokio::time::timeout(PATIENCE, get).await.expect("no /metrics in time");
-    let response = String::from_utf8(response).expect("/metrics is UTF-8");
+    let response = tokio::time::timeout(PATIENCE, exchange).await.unwrap_or_else(|_| panic!("no answer to {path}"));
+    let response = String::from_utf8(response).expect("a UTF-8 response");
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not HTTP: {response:?}"));
-    let status = head.lines().next().unwrap_or_default();
-    assert!(status.starts_with("HTTP/1.1 200 "), "/metrics answered {status:?}");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("status line: {head}"));
     let chunked = head.lines().any(|h| h.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    }
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    HttpResponse { status, head: head.to_owned(), body }
+}
+
+/// The body of `GET /metrics` from the daemon's admin listener at `admin`.
+pub(crate) async fn scrape(admin: SocketAddr) -> String {
+    let response = http(admin, "GET", "/metrics", None, "").await;
+    assert_eq!(response.status, 200, "/metrics answered {}", response.head);
+    response.body
 }
 
 /// A chunked HTTP/1.1 body, put back together.
