@@ -32,6 +32,8 @@ export class MomentsFeed {
   constructor(view, pageSize) {
     this.view = view;
     this.pageSize = pageSize;
+    /** A page request is out: "Older moments" waits for it. */
+    this.loading = false;
     this.reset();
     this.handlers = {
       item: (item) => this.add(item, true),

@@ -33,6 +33,7 @@ export async function signIn(config, user, pill) {
   client.on("connected", () => show("live", "Live"));
   client.on("reconnecting", ({ attempt }) => show("reconnecting", attempt > 1 ? `Reconnecting… (try ${attempt})` : "Reconnecting…"));
   client.on("goaway", () => show("reconnecting", "Server restarting…"));
-  client.on("closed", (error) => show("closed", error ? `Disconnected: ${error.message}` : "Signed out"));
+  // Closed for good: say why, unless the user signed out (then the badge goes away).
+  client.on("closed", (error) => (error ? show("closed", `Disconnected: ${error.message}`) : (pill.hidden = true)));
   return client;
 }
