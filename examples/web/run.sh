@@ -35,10 +35,11 @@ if [ -z "$bin" ]; then
 fi
 
 # The SDK's ES modules (dist/), rebuilt when a source is newer; the bridge needs its test build.
-stale() { [ ! -f "$1" ] || [ -n "$(find "$sdk/src" "$sdk/test" -newer "$1" -print -quit)" ]; }
+# stale FILE DIR...: FILE is missing or older than a file under the DIRs.
+stale() { local built=$1; shift; [ ! -f "$built" ] || [ -n "$(find "$@" -newer "$built" -print -quit)" ]; }
 [ -d "$sdk/node_modules" ] || (say "installing the SDK's build tools (npm ci)…" && cd "$sdk" && npm ci --no-audit --no-fund)
-if stale "$sdk/dist/index.js"; then (cd "$sdk" && npm run --silent build); fi
-if [ "$bridge" = 1 ] && stale "$sdk/build-test/test/support/bridge.js"; then (cd "$sdk" && npm run --silent build:test); fi
+if stale "$sdk/dist/index.js" "$sdk/src"; then (cd "$sdk" && npm run --silent build); fi
+if [ "$bridge" = 1 ] && stale "$sdk/build-test/test/support/bridge.js" "$sdk/src" "$sdk/test"; then (cd "$sdk" && npm run --silent build:test); fi
 
 pids=()
 cleanup() {
