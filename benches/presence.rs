@@ -48,7 +48,7 @@ fn world() -> &'static World {
         let presence = Presence::new(PresenceConfig::default(), T0);
         let mut sessions = Vec::with_capacity(count as usize);
         for user in 0..count {
-            let (session, _) = presence.open(user * 7 + 1, Status::Online, GATEWAY, false, T0).expect("open");
+            let (session, _) = presence.open(user * 7 + 1, Status::Online, GATEWAY, false, T0, 0).expect("open");
             sessions.push(session);
         }
         let per_session = |rss: usize| (rss - before - sessions.capacity() * 8) as f64 / count as f64;
@@ -110,7 +110,7 @@ fn expiry_lag(_: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(11);
     let mut last_beat = std::collections::HashMap::new();
     for user in 0..count {
-        let (session, _) = presence.open(user, Status::Online, GATEWAY, false, T0).expect("open");
+        let (session, _) = presence.open(user, Status::Online, GATEWAY, false, T0, 0).expect("open");
         // The last heartbeat falls anywhere in the first 60 s.
         let at = T0 + rng.gen_range(0..60_000);
         presence.heartbeat(session, GATEWAY, at).expect("live");

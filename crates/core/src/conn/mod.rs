@@ -391,7 +391,7 @@ impl Connection {
                 let session = if resumed {
                     hello.resume
                 } else {
-                    match presence.open(user, Status::Online, self.id, udp, now_ms) {
+                    match presence.open(user, Status::Online, self.id, udp, now_ms, hello.resume) {
                         Ok((session, change)) => {
                             out.extend(change.map(Effect::Deliver));
                             session

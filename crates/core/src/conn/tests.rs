@@ -480,6 +480,25 @@ fn a_lost_connection_enters_grace_and_a_resume_inside_it_shows_nothing() {
 }
 
 #[test]
+fn a_resume_after_a_restart_gets_a_session_with_another_id() {
+    // Session ids repeat from one process to the next: the first session
+    // of a fresh world has the id the previous world's first one had.
+    let mut before = World::new();
+    let (_, session) = before.client(1);
+    let mut restarted = World::new();
+    let client = restarted.connect();
+    restarted.send(client, World::hello(Role::Client, restarted.user_token(1), session));
+    let welcome = restarted.take(client);
+    assert!(
+        matches!(&welcome[..], [Message::Welcome(w)] if w.session != session && w.session != 0),
+        "nothing was resumed, and WELCOME must say so (§6.7): {welcome:?}"
+    );
+    // The id passed over is not lost: the next session takes it.
+    let (_, next) = restarted.client(1);
+    assert_eq!(next, session);
+}
+
+#[test]
 fn a_fatal_error_puts_the_session_in_grace_not_the_end() {
     let mut w = World::new();
     let watcher = w.watcher(&[1]);

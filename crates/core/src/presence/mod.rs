@@ -181,7 +181,10 @@ impl Presence {
         f(&mut self.shard(shard), slot)
     }
 
-    /// Opens a session for `user` owned by connection `owner`.
+    /// Opens a session for `user` owned by connection `owner`, with any id
+    /// but `not`: the `resume` of a HELLO that resumed nothing, since a
+    /// client tells a resumption by WELCOME `session` = `resume` (SPEC.md
+    /// §6.7), and session ids repeat across restarts.
     pub fn open(
         &self,
         user: u64,
@@ -189,10 +192,12 @@ impl Presence {
         owner: u32,
         udp: bool,
         now_ms: u64,
+        not: SessionId,
     ) -> Result<(SessionId, Option<Change>), SessionError> {
         let index = shard_of_user(user);
         let now = self.now(now_ms);
-        let (slot, change) = self.shard(index).open(user, status, owner, udp, now, &self.timing)?;
+        let avoid = split(not).filter(|&(shard, _)| shard == index).map(|(_, slot)| slot);
+        let (slot, change) = self.shard(index).open(user, status, owner, udp, now, &self.timing, avoid)?;
         Ok((session_id(index, slot), change))
     }
 
@@ -246,7 +251,7 @@ impl Presence {
         let mut changes = Vec::new();
         for (group, mut shard) in plan.chunk_by(by_shard).zip(guards) {
             for &(index, entry, user, status) in group {
-                let (slot, change) = shard.open_checked(user, status, owner, false, now, &self.timing);
+                let (slot, change) = shard.open_checked(user, status, owner, false, now, &self.timing, None);
                 sessions[entry] = session_id(index, slot);
                 changes.extend(change.map(|change| (entry, change)));
             }

@@ -284,9 +284,10 @@ impl Shard {
         udp: bool,
         now: Now,
         timing: &Timing,
+        avoid: Option<u32>,
     ) -> Result<(u32, Option<Change>), SessionError> {
         self.check_open(&mut [user_id], timing)?;
-        Ok(self.open_checked(user_id, status, owner, udp, now, timing))
+        Ok(self.open_checked(user_id, status, owner, udp, now, timing, avoid))
     }
 
     /// Opens a session that [`Self::check_open`] has made sure of, under the
@@ -299,6 +300,7 @@ impl Shard {
         udp: bool,
         now: Now,
         timing: &Timing,
+        avoid: Option<u32>,
     ) -> (u32, Option<Change>) {
         const CHECKED: &str = "check_open counted a free slot for this";
         let user_slot = self.user_or_insert(user_id, now).expect(CHECKED);
@@ -311,7 +313,7 @@ impl Shard {
             state: State::Active,
             udp,
         };
-        let slot = self.sessions.insert(record).expect(CHECKED);
+        let slot = self.sessions.insert_avoiding(record, avoid).expect(CHECKED);
         self.schedule(slot, now.tick + timing.ttl);
         self.live_sessions += 1;
         let change = self.update_user(user_slot, now, now.tick, timing, |u, _| *u.count_mut(status) += 1);

@@ -35,8 +35,36 @@ impl<T: Copy + Default> Slab<T> {
                 slot
             }
         };
-        self.chunks[slot as usize / CHUNK][slot as usize % CHUNK] = value;
+        self.set(slot, value);
         Some(slot)
+    }
+
+    /// As [`Self::insert`], but not into `avoid`: were that slot next, it is
+    /// passed over and stays next in line.
+    pub(super) fn insert_avoiding(&mut self, value: T, avoid: Option<u32>) -> Option<u32> {
+        let next = self.free.front().copied().unwrap_or(self.len);
+        if avoid != Some(next) {
+            return self.insert(value);
+        }
+        let passed = match self.free.pop_front() {
+            Some(slot) => slot,
+            None => self.insert(T::default())?,
+        };
+        match self.insert(value) {
+            Some(slot) => {
+                self.free.push_front(passed);
+                Some(slot)
+            }
+            // No other slot left: the avoided one is better than none.
+            None => {
+                self.set(passed, value);
+                Some(passed)
+            }
+        }
+    }
+
+    fn set(&mut self, slot: u32, value: T) {
+        self.chunks[slot as usize / CHUNK][slot as usize % CHUNK] = value;
     }
 
     /// How many more values [`Self::insert`] can take: freed slots, and
@@ -78,6 +106,19 @@ impl<T: Copy + Default> Default for Slab<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_avoiding_passes_over_the_slot_and_keeps_it_next() {
+        let mut slab = Slab::<u64>::new();
+        assert_eq!(slab.insert_avoiding(1, Some(0)), Some(1), "a fresh slab");
+        assert_eq!(slab.insert(2), Some(0), "the passed-over slot comes next");
+        slab.remove(1);
+        slab.remove(0);
+        assert_eq!(slab.insert_avoiding(3, Some(1)), Some(0), "from the free list");
+        assert_eq!(slab.insert(4), Some(1));
+        assert_eq!(slab.insert_avoiding(5, Some(7)), Some(2), "not next: as insert");
+        assert_eq!((slab.get(0), slab.get(1), slab.get(2)), (Some(&3), Some(&4), Some(&5)));
+    }
 
     #[test]
     fn reuses_freed_slots_first_oldest_first() {

@@ -13,9 +13,9 @@ fn statuses(changes: &[Change]) -> Vec<(u64, Status)> {
 #[test]
 fn first_device_online_and_last_device_gone_are_the_only_transitions() {
     let p = presence();
-    let (desk, c1) = p.open(7, Status::Online, 1, false, T0).unwrap();
+    let (desk, c1) = p.open(7, Status::Online, 1, false, T0, 0).unwrap();
     assert_eq!(c1.map(|c| c.status), Some(Status::Online));
-    let (phone, c2) = p.open(7, Status::Online, 2, false, T0 + 10).unwrap();
+    let (phone, c2) = p.open(7, Status::Online, 2, false, T0 + 10, 0).unwrap();
     assert_eq!(c2, None, "a second device changes nothing others see");
     assert_eq!(p.close(desk, 1, T0 + 20).unwrap(), None);
     let gone = p.close(phone, 2, T0 + 30).unwrap().unwrap();
@@ -30,8 +30,8 @@ fn first_device_online_and_last_device_gone_are_the_only_transitions() {
 #[test]
 fn aggregate_is_busy_over_online_over_away_and_invisible_hides() {
     let p = presence();
-    let (a, _) = p.open(1, Status::Away, 1, false, T0).unwrap();
-    let (b, _) = p.open(1, Status::Invisible, 1, false, T0).unwrap();
+    let (a, _) = p.open(1, Status::Away, 1, false, T0, 0).unwrap();
+    let (b, _) = p.open(1, Status::Invisible, 1, false, T0, 0).unwrap();
     assert_eq!(p.lookup(1).unwrap().status, Status::Away);
     assert_eq!(p.set_status(b, 1, Status::Busy, None, T0).unwrap().unwrap().status, Status::Busy);
     assert_eq!(p.set_status(a, 1, Status::Online, None, T0).unwrap(), None);
@@ -46,7 +46,7 @@ fn aggregate_is_busy_over_online_over_away_and_invisible_hides() {
 #[test]
 fn text_is_per_user_and_shown_only_while_visible() {
     let p = presence();
-    let (s, _) = p.open(1, Status::Online, 1, false, T0).unwrap();
+    let (s, _) = p.open(1, Status::Online, 1, false, T0, 0).unwrap();
     let c = p.set_status(s, 1, Status::Online, Some(Text::from("lunch")), T0).unwrap().unwrap();
     assert_eq!(c.text.as_str(), "lunch");
     assert_eq!(p.set_status(s, 1, Status::Online, None, T0).unwrap(), None, "no text given keeps it");
@@ -57,7 +57,7 @@ fn text_is_per_user_and_shown_only_while_visible() {
 #[test]
 fn versions_only_grow() {
     let p = presence();
-    let (s, c) = p.open(1, Status::Online, 1, false, T0).unwrap();
+    let (s, c) = p.open(1, Status::Online, 1, false, T0, 0).unwrap();
     let mut last = c.unwrap().version;
     for (i, status) in [Status::Away, Status::Busy, Status::Online, Status::Away].into_iter().enumerate() {
         let c = p.set_status(s, 1, status, None, T0).unwrap().unwrap();
@@ -67,14 +67,14 @@ fn versions_only_grow() {
     let c = p.close(s, 1, T0).unwrap().unwrap();
     assert!(c.version > last);
     // A new record for the same user, later, still goes up.
-    let (_, c) = p.open(1, Status::Online, 1, false, T0 + 1).unwrap();
+    let (_, c) = p.open(1, Status::Online, 1, false, T0 + 1, 0).unwrap();
     assert!(c.unwrap().version > last);
 }
 
 #[test]
 fn a_dead_session_is_reported_within_a_second_of_its_ttl() {
     let p = presence();
-    let (s, _) = p.open(5, Status::Online, 9, false, T0).unwrap();
+    let (s, _) = p.open(5, Status::Online, 9, false, T0, 0).unwrap();
     p.heartbeat(s, 9, T0 + 2_000).unwrap();
     // TTL 3 s after the last heartbeat: ends at T0 + 5000.
     let mut reported = None;
@@ -96,7 +96,7 @@ fn a_dead_session_is_reported_within_a_second_of_its_ttl() {
 #[test]
 fn heartbeats_keep_a_session_alive_across_many_wheel_turns() {
     let p = presence();
-    let (s, _) = p.open(5, Status::Online, 9, false, T0).unwrap();
+    let (s, _) = p.open(5, Status::Online, 9, false, T0, 0).unwrap();
     for ms in (T0..T0 + 300_000).step_by(TICK_MS as usize) {
         if (ms - T0).is_multiple_of(1_000) {
             p.heartbeat(s, 9, ms).unwrap();
@@ -109,9 +109,9 @@ fn heartbeats_keep_a_session_alive_across_many_wheel_turns() {
 #[test]
 fn grace_window_hides_a_quick_reconnect() {
     let p = presence();
-    let (old, _) = p.open(3, Status::Busy, 1, false, T0).unwrap();
+    let (old, _) = p.open(3, Status::Busy, 1, false, T0, 0).unwrap();
     p.detach(old, 1, T0 + 100).unwrap();
-    let (new, change) = p.open(3, Status::Busy, 2, false, T0 + 500).unwrap();
+    let (new, change) = p.open(3, Status::Busy, 2, false, T0 + 500, 0).unwrap();
     assert_eq!(change, None);
     for ms in (T0..T0 + 5_000).step_by(TICK_MS as usize) {
         p.heartbeat(new, 2, ms).unwrap();
@@ -123,7 +123,7 @@ fn grace_window_hides_a_quick_reconnect() {
 #[test]
 fn grace_window_ends_offline_with_the_moment_of_loss() {
     let p = presence();
-    let (old, _) = p.open(3, Status::Online, 1, false, T0).unwrap();
+    let (old, _) = p.open(3, Status::Online, 1, false, T0, 0).unwrap();
     p.detach(old, 1, T0 + 100).unwrap();
     assert!(p.tick(T0 + 1_000).changes.is_empty(), "still in grace");
     let e = p.tick(T0 + 1_200);
@@ -135,7 +135,7 @@ fn grace_window_ends_offline_with_the_moment_of_loss() {
 #[test]
 fn resume_takes_the_session_back() {
     let p = presence();
-    let (s, _) = p.open(3, Status::Away, 1, false, T0).unwrap();
+    let (s, _) = p.open(3, Status::Away, 1, false, T0, 0).unwrap();
     p.detach(s, 1, T0).unwrap();
     assert!(!p.resume(s, 4, 2, false, T0 + 10), "another user's session");
     assert!(p.resume(s, 3, 2, false, T0 + 10));
@@ -149,7 +149,7 @@ fn resume_takes_the_session_back() {
 #[test]
 fn sessions_belong_to_their_owner() {
     let p = presence();
-    let (s, _) = p.open(3, Status::Online, 1, false, T0).unwrap();
+    let (s, _) = p.open(3, Status::Online, 1, false, T0, 0).unwrap();
     assert_eq!(p.heartbeat(s, 2, T0), Err(SessionError::NotOwner));
     assert_eq!(p.set_status(s, 2, Status::Away, None, T0), Err(SessionError::NotOwner));
     assert_eq!(p.close(s, 2, T0), Err(SessionError::NotOwner));
@@ -161,16 +161,16 @@ fn sessions_belong_to_their_owner() {
 fn per_user_session_cap() {
     let p = presence();
     for owner in 0..4 {
-        p.open(8, Status::Online, owner, false, T0).unwrap();
+        p.open(8, Status::Online, owner, false, T0, 0).unwrap();
     }
-    assert_eq!(p.open(8, Status::Online, 9, false, T0).unwrap_err(), SessionError::TooManySessions);
+    assert_eq!(p.open(8, Status::Online, 9, false, T0, 0).unwrap_err(), SessionError::TooManySessions);
 }
 
 #[test]
 fn gateway_sessions_are_found_by_owner_and_ids_are_dense() {
     let p = presence();
-    let mut ids: Vec<_> = (0..1000).map(|u| p.open(u, Status::Online, 77, false, T0).unwrap().0).collect();
-    p.open(5000, Status::Online, 78, false, T0).unwrap();
+    let mut ids: Vec<_> = (0..1000).map(|u| p.open(u, Status::Online, 77, false, T0, 0).unwrap().0).collect();
+    p.open(5000, Status::Online, 78, false, T0, 0).unwrap();
     ids.sort_unstable();
     let mut found = p.sessions_of(77);
     found.sort_unstable();
@@ -184,7 +184,7 @@ fn watchers_ride_on_changes() {
     p.watch(1, 100);
     p.watch(1, 101);
     p.watch(1, 100);
-    let (s, c) = p.open(1, Status::Online, 1, false, T0).unwrap();
+    let (s, c) = p.open(1, Status::Online, 1, false, T0, 0).unwrap();
     assert_eq!(c.unwrap().watchers, [100, 101]);
     p.unwatch(1, 100);
     let c = p.set_status(s, 1, Status::Away, None, T0).unwrap().unwrap();
@@ -195,8 +195,8 @@ fn watchers_ride_on_changes() {
 #[test]
 fn udp_heartbeats_need_a_udp_session_and_pass_the_check() {
     let p = presence();
-    let (plain, _) = p.open(1, Status::Online, 1, false, T0).unwrap();
-    let (udp, _) = p.open(2, Status::Online, 2, true, T0).unwrap();
+    let (plain, _) = p.open(1, Status::Online, 1, false, T0, 0).unwrap();
+    let (udp, _) = p.open(2, Status::Online, 2, true, T0, 0).unwrap();
     assert_eq!(p.udp_heartbeat(plain, T0, |_, _| Ok(None), "unknown"), Err("unknown"));
     assert_eq!(p.udp_heartbeat(udp, T0, |_, _| Err("bad tag"), "unknown"), Err("bad tag"));
     let change = p.udp_heartbeat(
@@ -217,8 +217,8 @@ fn udp_heartbeats_need_a_udp_session_and_pass_the_check() {
 #[test]
 fn shutdown_writes_every_visible_user() {
     let p = presence();
-    p.open(1, Status::Online, 1, false, T0).unwrap();
-    p.open(2, Status::Invisible, 1, false, T0).unwrap();
+    p.open(1, Status::Online, 1, false, T0, 0).unwrap();
+    p.open(2, Status::Invisible, 1, false, T0, 0).unwrap();
     assert_eq!(p.online_last_seen(T0 + 5), vec![(1, T0 + 5)]);
 }
 
@@ -263,13 +263,13 @@ fn a_refused_open_leaves_no_trace() {
     let [u, v, w, x] = in_distinct_shards(1_000, 4)[..] else { unreachable!() };
     let history = |p: &Presence| {
         for (owner, status) in [(1, Status::Online), (2, Status::Away), (3, Status::Online)] {
-            p.open(u, status, owner, false, T0).unwrap();
+            p.open(u, status, owner, false, T0, 0).unwrap();
         }
-        let (lost, _) = p.open(u, Status::Busy, 4, false, T0 + 100).unwrap();
+        let (lost, _) = p.open(u, Status::Busy, 4, false, T0 + 100, 0).unwrap();
         p.detach(lost, 4, T0 + 200).unwrap();
-        let (gone, _) = p.open(v, Status::Online, 5, false, T0).unwrap();
+        let (gone, _) = p.open(v, Status::Online, 5, false, T0, 0).unwrap();
         p.close(gone, 5, T0 + 300).unwrap();
-        p.open(w, Status::Away, 6, false, T0 + 100).unwrap();
+        p.open(w, Status::Away, 6, false, T0 + 100, 0).unwrap();
         for user in [u, v, w, x] {
             p.watch(user, 100);
         }
@@ -299,7 +299,10 @@ fn a_refused_open_leaves_no_trace() {
     }
     let next = [(x, Status::Online), (v, Status::Away), (w, Status::Busy)];
     assert_eq!(p.open_all(next, 78, T0 + 1_100), twin.open_all(next, 78, T0 + 1_100));
-    assert_eq!(p.open(v, Status::Online, 9, false, T0 + 1_200), twin.open(v, Status::Online, 9, false, T0 + 1_200));
+    assert_eq!(
+        p.open(v, Status::Online, 9, false, T0 + 1_200, 0),
+        twin.open(v, Status::Online, 9, false, T0 + 1_200, 0)
+    );
     assert_eq!(p.tick(T0 + 1_500).changes, twin.tick(T0 + 1_500).changes, "u's grace ends alike");
     assert_eq!(state(&p, &users), state(&twin, &users));
 }
@@ -310,10 +313,10 @@ fn open_all_opens_like_one_open_per_entry() {
     // d has a session in its grace window (an OPEN is its reconnection), e
     // is away on one device, c went offline.
     let history = |p: &Presence| {
-        let (lost, _) = p.open(d, Status::Online, 1, false, T0).unwrap();
+        let (lost, _) = p.open(d, Status::Online, 1, false, T0, 0).unwrap();
         p.detach(lost, 1, T0 + 100).unwrap();
-        p.open(e, Status::Away, 2, false, T0).unwrap();
-        let (gone, _) = p.open(c, Status::Busy, 3, false, T0).unwrap();
+        p.open(e, Status::Away, 2, false, T0, 0).unwrap();
+        let (gone, _) = p.open(c, Status::Busy, 3, false, T0, 0).unwrap();
         p.close(gone, 3, T0 + 100).unwrap();
         p.watch(a, 100);
         p.watch(e, 101);
@@ -332,7 +335,7 @@ fn open_all_opens_like_one_open_per_entry() {
     let (sessions, changes) = p.open_all(entries, 77, T0 + 200).unwrap();
     let mut one_by_one = (Vec::new(), Vec::new());
     for (user, status) in entries {
-        let (session, change) = q.open(user, status, 77, false, T0 + 200).unwrap();
+        let (session, change) = q.open(user, status, 77, false, T0 + 200, 0).unwrap();
         one_by_one.0.push(session);
         one_by_one.1.extend(change);
     }
@@ -358,7 +361,7 @@ fn one_user_named_several_times_counts_every_time() {
     let [u, v] = in_distinct_shards(3_000, 2)[..] else { unreachable!() };
     let p = presence();
     for owner in 0..3 {
-        p.open(u, Status::Online, owner, false, T0).unwrap();
+        p.open(u, Status::Online, owner, false, T0, 0).unwrap();
     }
     // One more fits, two do not: every entry counts against the cap.
     let before = state(&p, &[u, v]);
@@ -400,7 +403,7 @@ fn concurrent_opens_across_shards_keep_the_cap_and_do_not_deadlock() {
                         Ok((sessions, _)) => opened += sessions.len(),
                         Err(e) => assert_eq!(e, SessionError::TooManySessions),
                     }
-                    single += usize::from(p.open(first, Status::Away, t, false, T0 + round).is_ok());
+                    single += usize::from(p.open(first, Status::Away, t, false, T0 + round, 0).is_ok());
                 }
                 (opened, single)
             })
