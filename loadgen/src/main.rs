@@ -9,6 +9,13 @@
 //!   gateway's key. Unbounded by fds: 10M clients on this machine.
 //! - `tcp` ([`tcp`]): one real connection per client, one HEARTBEAT frame
 //!   per interval. At most 19,000 clients (the fd limit is 20,000).
+//! - `tls`, `ws`, `wss` ([`transport`]): the same as tcp mode, the same
+//!   code, over the daemon's TCP+TLS listener (`--tls-addr`, trusting
+//!   `--ca`, checked against `--tls-name`), its WebSocket listener
+//!   (`--ws-addr`, one frame per binary message) or WebSocket over TLS (the
+//!   daemon's `websocket.tls`). Every TLS handshake is a full one unless
+//!   `--tls-resumption`; `connect_auth` times TCP connect, TLS, the upgrade
+//!   and HELLO → WELCOME together.
 //! - `udp` ([`udp`]): each client gets UDP credentials through a TCP HELLO
 //!   with `want_udp` and sends one HEARTBEAT datagram per interval. The UDP
 //!   key is bound to the TCP connection that owns the session (closing it
@@ -42,6 +49,7 @@ mod redis;
 mod report;
 mod scrape;
 mod tcp;
+mod transport;
 mod udp;
 
 use std::net::SocketAddr;
@@ -81,6 +89,20 @@ enum Mode {
     Udp,
     /// One TCP connection per client (at most 19,000).
     Tcp,
+    /// One TCP+TLS connection per client, to `--tls-addr` (at most 19,000).
+    Tls,
+    /// One WebSocket per client, to `--ws-addr` (at most 19,000).
+    Ws,
+    /// One WebSocket over TLS per client, to `--ws-addr` (the daemon's
+    /// `websocket.tls`; at most 19,000).
+    Wss,
+}
+
+impl Mode {
+    /// Whether the mode's connections are TLS (and need `--ca`).
+    fn tls(self) -> bool {
+        matches!(self, Mode::Tls | Mode::Wss)
+    }
 }
 
 /// The flags both scenarios take alike (their place in `--help` is where
@@ -137,6 +159,22 @@ struct Presence {
     duration: Duration,
     #[arg(long, value_enum, default_value_t = Mode::Gateway)]
     mode: Mode,
+    /// Ws and wss modes: the daemon's WebSocket listener (`websocket.listen`).
+    #[arg(long, default_value = "127.0.0.1:7402")]
+    ws_addr: SocketAddr,
+    /// Tls mode: the daemon's TCP+TLS listener (`tls.listen`).
+    #[arg(long, default_value = "127.0.0.1:7403")]
+    tls_addr: SocketAddr,
+    /// Tls and wss modes: PEM file of the CA (or self-signed certificate) to trust.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Tls and wss modes: the name the daemon's certificate must carry (sent as SNI).
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
+    /// Tls and wss modes: resume TLS sessions (tickets) instead of a full
+    /// handshake per connection.
+    #[arg(long)]
+    tls_resumption: bool,
     #[command(flatten)]
     common: Common,
     /// Share of clients that watch friends (watcher connections are capped at 256).
@@ -190,7 +228,10 @@ fn main() -> Result<()> {
         bail!("--clients, --gateways and --interval must be positive");
     }
     if a.churn_per_s < 0.0 || a.churn_per_s > 0.0 && (a.mode == Mode::Udp || a.common.target != "heartline") {
-        bail!("--churn-per-s is for gateway and tcp modes against heartline, and not negative");
+        bail!("--churn-per-s is for gateway, tcp, tls, ws and wss modes against heartline, and not negative");
+    }
+    if (a.ca.is_some() || a.tls_resumption) && !a.mode.tls() {
+        bail!("--ca and --tls-resumption are for tls and wss modes");
     }
     if a.udp_batches && a.mode != Mode::Gateway {
         bail!("--udp-batches is for gateway mode");
@@ -213,8 +254,19 @@ fn main() -> Result<()> {
     } else {
         let keyring = a.common.keyring()?;
         if a.mode != Mode::Gateway {
+            let tls = match (a.mode.tls(), &a.ca) {
+                (false, _) => None,
+                (true, Some(ca)) => Some(transport::TlsDial::new(ca, &a.tls_name, a.tls_resumption)?),
+                (true, None) => bail!("--mode {:?} needs --ca, the PEM file of the CA to trust", a.mode),
+            };
+            let addr = match a.mode {
+                Mode::Tls => a.tls_addr,
+                Mode::Ws | Mode::Wss => a.ws_addr,
+                _ => a.addr,
+            };
             let params = tcp::Params {
-                addr: a.addr,
+                addr,
+                tls,
                 clients: a.clients,
                 interval: a.interval,
                 duration: a.duration,
@@ -225,11 +277,17 @@ fn main() -> Result<()> {
                 handshakes: a.handshakes,
                 timeline: timeline.clone(),
             };
-            if a.mode == Mode::Udp {
-                runtime.block_on(udp::run(udp::Params { tcp: params, admin: a.admin }))?
-            } else {
-                runtime.block_on(tcp::run(params))?
+            let mut report = match a.mode {
+                Mode::Udp => runtime.block_on(udp::run(udp::Params { tcp: params, admin: a.admin }))?,
+                Mode::Tls => runtime.block_on(tcp::run::<transport::Tls>(params))?,
+                Mode::Ws => runtime.block_on(tcp::run::<transport::Ws>(params))?,
+                Mode::Wss => runtime.block_on(tcp::run::<transport::Wss>(params))?,
+                _ => runtime.block_on(tcp::run::<tcp::ClientConn>(params))?,
+            };
+            if a.mode.tls() {
+                report.extra.insert("tls_resumption", f64::from(u8::from(a.tls_resumption)));
             }
+            report
         } else {
             let params = gateway::Params {
                 addr: a.addr,

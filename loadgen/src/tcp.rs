@@ -1,25 +1,28 @@
-//! The presence scenario in tcp mode: one real client connection per
-//! simulated client, HELLO with a user token each, source addresses spread
-//! over 127.0.0.1–127.0.0.254, then one steady-state HEARTBEAT per client per
-//! interval. Measures the connect + authenticate rate and latency, and (with
-//! `--server-pid`) the daemon's memory per connection. With `--churn-per-s R`
-//! clients leave (BYE, close) and reconnect (connect, HELLO) at R per second
-//! overall. Bounded by the process fd limit (20,000 here): at most
-//! [`MAX_CLIENTS`]. Also owns the handshake waves that udp mode uses to get
-//! each client's UDP credentials ([`connect_all`]).
+//! The presence scenario in tcp, tls, ws and wss modes: one real client
+//! connection per simulated client, HELLO with a user token each, source
+//! addresses spread over 127.0.0.1–127.0.0.254, then one steady-state
+//! HEARTBEAT per client per interval. Measures the connect + authenticate
+//! rate and latency, and (with `--server-pid`) the daemon's CPU during the
+//! ramp-up, its memory per connection and its CPU per heartbeat. With
+//! `--churn-per-s R` clients leave (BYE, close) and reconnect (connect,
+//! HELLO) at R per second overall. Bounded by the process fd limit (20,000
+//! here): at most [`MAX_CLIENTS`]. The modes differ only in the
+//! [`ClientTransport`] the code here is generic over ([`transport`]). Also
+//! owns the handshake waves that udp mode uses to get each client's UDP
+//! credentials ([`connect_all`]).
+//!
+//! [`transport`]: crate::transport
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bytes::BytesMut;
 use heartline::auth::{Keyring, Subject};
-use heartline_client::wire::{Connection, WireError, Writer};
+use heartline_client::wire::{Connection, WireError};
 use heartline_proto::*;
-use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -27,12 +30,16 @@ use crate::gateway::token;
 use crate::procstat::{sample_of as sample, Sample};
 use crate::progress;
 use crate::report::{Op, Report, Server, Timeline};
+use crate::transport::{self, ClientTransport, TlsDial};
 
 /// Connections this mode opens at most (the fd limit is 20,000 for both processes).
 pub(crate) const MAX_CLIENTS: u64 = 19_000;
 
 pub(crate) struct Params {
+    /// The daemon's listener for the mode: TCP, TLS or WebSocket.
     pub addr: SocketAddr,
+    /// How to check the daemon's certificate (tls and wss modes).
+    pub tls: Option<TlsDial>,
     pub clients: u64,
     pub interval: Duration,
     pub duration: Duration,
@@ -65,42 +72,39 @@ impl Counters {
     }
 }
 
-/// A client connection past WELCOME.
+/// A plain-TCP client connection past WELCOME (udp mode, the feed scenario).
 pub(crate) type ClientConn = Connection;
 
-/// Connects as client `user` (HELLO with its token, asking for UDP
-/// credentials if `want_udp`) and waits for its WELCOME. On loopback the
-/// source address is 127.0.0.1–127.0.0.254 by `source`: a million
-/// connections run out of neither ephemeral ports nor the daemon's per-IP cap.
-pub(crate) async fn connect(
+/// Connects as client `user` to `addr` over the transport `T` (HELLO with
+/// its token, asking for UDP credentials if `want_udp`) and waits for its
+/// WELCOME. The source address is chosen by `source` ([`transport::tcp_stream`]).
+pub(crate) async fn connect<T: ClientTransport>(
     addr: SocketAddr,
+    tls: Option<&TlsDial>,
     keyring: &Keyring,
     user: u64,
     source: u64,
     want_udp: bool,
-) -> Result<(ClientConn, Welcome)> {
-    let socket = TcpSocket::new_v4()?;
-    if addr.ip().is_loopback() {
-        socket.bind(SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1 + (source % 254) as u8).into(), 0))?;
-    }
-    let stream = socket.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let mut conn = Connection::from_stream(stream);
+) -> Result<(T, Welcome)> {
+    let mut conn = T::open(addr, tls, source).await.with_context(|| format!("user {user}: {} connection", T::MODE))?;
     let token = token(keyring, Subject::User(user));
     let welcome =
-        conn.hello(token, Role::Client, want_udp, 0).await.with_context(|| format!("user {user}: expected WELCOME"))?;
+        transport::hello(&mut conn, token, want_udp).await.with_context(|| format!("user {user}: expected WELCOME"))?;
     Ok((conn, welcome))
 }
 
 /// The ramp-up: every client connected and welcomed, `handshakes` at a
 /// time, each timed as `connect_auth`. Returns the
 /// connections in client order and the ramp's length in seconds.
-pub(crate) async fn connect_all(p: &Arc<Params>, want_udp: bool) -> Result<(Vec<(ClientConn, Welcome)>, f64)> {
+pub(crate) async fn connect_all<T: ClientTransport>(
+    p: &Arc<Params>,
+    want_udp: bool,
+) -> Result<(Vec<(T, Welcome)>, f64)> {
     if p.clients > MAX_CLIENTS {
         bail!("this mode holds one TCP connection per client: at most {MAX_CLIENTS} (the fd limit is 20,000)");
     }
     let in_flight = if p.handshakes == 0 { p.clients as usize } else { p.handshakes };
-    eprintln!("connecting {} clients, {in_flight} handshakes in flight", p.clients);
+    eprintln!("connecting {} clients over {}, {in_flight} handshakes in flight", p.clients, T::MODE);
     let gate = Arc::new(Semaphore::new(in_flight));
     let done = Arc::new(AtomicU64::new(0));
     let shown = progress::ramp("connect", p.clients, done.clone());
@@ -111,7 +115,7 @@ pub(crate) async fn connect_all(p: &Arc<Params>, want_udp: bool) -> Result<(Vec<
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
             let sent = Instant::now();
-            let conn = connect(p.addr, &p.keyring, p.user_base + i, i, want_udp).await?;
+            let conn = connect::<T>(p.addr, p.tls.as_ref(), &p.keyring, p.user_base + i, i, want_udp).await?;
             p.timeline.latency("connect_auth", sent.elapsed().as_micros() as u64);
             done.fetch_add(1, Relaxed);
             Ok::<_, anyhow::Error>(conn)
@@ -128,8 +132,8 @@ pub(crate) async fn connect_all(p: &Arc<Params>, want_udp: bool) -> Result<(Vec<
 }
 
 /// Sends BYE, so the session ends at once rather than after a grace window.
-pub(crate) async fn bye(write: &mut Writer) -> Result<(), WireError> {
-    write.send(&Message::Bye).await.map(drop)
+pub(crate) async fn bye<T: ClientTransport>(conn: &mut T) -> Result<(), WireError> {
+    conn.send_frame(&transport::frame(&Message::Bye)?).await
 }
 
 /// Whether what a client connection read ends it: ERROR, GOAWAY, a bad
@@ -149,16 +153,13 @@ struct Plan {
 
 /// One client: heartbeats on absolute deadlines (offset `phase`) until the
 /// end, reading whatever arrives, sometimes leaving and reconnecting first.
-async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase: Duration) {
+async fn client<T: ClientTransport>(p: Arc<Params>, plan: Arc<Plan>, i: u64, mut conn: T, phase: Duration) {
     let Plan { start, end, churn, ref counters } = *plan;
     // Encoded once, written as it is every interval.
-    let mut frame = BytesMut::new();
-    let hb = Message::Heartbeat(Heartbeat { jitter_ms: 0, dseq: 1, status: None });
-    if encode_frame(&hb, &mut frame).is_err() {
+    let Ok(frame) = transport::frame(&Message::Heartbeat(Heartbeat { jitter_ms: 0, dseq: 1, status: None })) else {
         counters.errors.fetch_add(1, Relaxed);
         return;
-    }
-    let (mut incoming, mut write) = conn.into_split();
+    };
     let mut rng = fastrand::Rng::with_seed(i);
     let mut k = 0u32;
     loop {
@@ -172,11 +173,11 @@ async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase
                     break;
                 }
                 if churn > 0.0 && rng.f64() < churn {
-                    let _ = bye(&mut write).await;
+                    let _ = bye(&mut conn).await;
                     p.timeline.count("churn_close", 1);
                     let sent = Instant::now();
-                    match connect(p.addr, &p.keyring, p.user_base + i, i, false).await {
-                        Ok((conn, _)) => (incoming, write) = conn.into_split(),
+                    match connect::<T>(p.addr, p.tls.as_ref(), &p.keyring, p.user_base + i, i, false).await {
+                        Ok((fresh, _)) => conn = fresh,
                         Err(_) => {
                             counters.errors.fetch_add(1, Relaxed);
                             return;
@@ -184,7 +185,7 @@ async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase
                     }
                     p.timeline.latency("churn_connect", sent.elapsed().as_micros() as u64);
                 }
-                if write.send_raw(&frame).await.is_err() {
+                if conn.send_frame(&frame).await.is_err() {
                     counters.errors.fetch_add(1, Relaxed);
                     return;
                 }
@@ -193,19 +194,20 @@ async fn client(p: Arc<Params>, plan: Arc<Plan>, i: u64, conn: ClientConn, phase
                 p.timeline.count("heartbeat", 1);
                 k += 1;
             }
-            msg = incoming.recv() => if ends_client(&msg) {
+            msg = conn.recv_frame() => if ends_client(&msg) {
                 counters.errors.fetch_add(1, Relaxed);
                 return;
             },
         }
     }
-    let _ = bye(&mut write).await;
+    let _ = bye(&mut conn).await;
 }
 
-pub(crate) async fn run(p: Params) -> Result<Report> {
+/// A run of the mode whose connections are `T`s.
+pub(crate) async fn run<T: ClientTransport>(p: Params) -> Result<Report> {
     let p = Arc::new(p);
     let before = sample(p.server_pid)?;
-    let (conns, ramp_s) = connect_all(&p, false).await?;
+    let (conns, ramp_s) = connect_all::<T>(&p, false).await?;
     let after_ramp = sample(p.server_pid)?;
 
     let start = Instant::now() + Duration::from_millis(200);
@@ -235,7 +237,7 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
     drop(shown);
     let elapsed = start.elapsed().as_secs_f64().min(p.duration.as_secs_f64());
     let samples = [before, after_ramp, sample(p.server_pid)?];
-    let mut report = report(&p, "tcp", &plan.counters, ramp_s, elapsed, samples);
+    let mut report = report(&p, T::MODE, &plan.counters, ramp_s, elapsed, samples);
     if p.churn_per_s > 0.0 {
         report.ops.insert("churn_close", p.timeline.op("churn_close"));
         report.ops.insert("churn_connect", p.timeline.op("churn_connect"));

@@ -216,10 +216,9 @@ async fn send_loop(
 
 /// Keeps a client's TCP connection (it owns the session and its key) until
 /// `until`, then says BYE; anything the daemon sends unasked is an error.
-async fn hold(conn: tcp::ClientConn, until: Instant, counters: Arc<Counters>) {
-    let (mut incoming, mut write) = conn.into_split();
+async fn hold(mut conn: tcp::ClientConn, until: Instant, counters: Arc<Counters>) {
     loop {
-        match tokio::time::timeout_at(until, incoming.recv()).await {
+        match tokio::time::timeout_at(until, conn.recv()).await {
             Err(_) => break,
             Ok(msg) if ends_client(&msg) => {
                 counters.error(format!("a client connection ended: {msg:?}"));
@@ -228,14 +227,14 @@ async fn hold(conn: tcp::ClientConn, until: Instant, counters: Arc<Counters>) {
             Ok(_) => {}
         }
     }
-    let _ = tcp::bye(&mut write).await;
+    let _ = tcp::bye(&mut conn).await;
 }
 
 pub(crate) async fn run(p: Params) -> Result<Report> {
     let Params { tcp: tp, admin } = p;
     let p = Arc::new(tp);
     let before = sample(p.server_pid)?;
-    let (conns, ramp_s) = tcp::connect_all(&p, true).await?;
+    let (conns, ramp_s) = tcp::connect_all::<tcp::ClientConn>(&p, true).await?;
     let after_ramp = sample(p.server_pid)?;
     let port = conns.first().map_or(0, |(_, w)| w.udp_port);
     if conns.iter().any(|(_, w)| w.udp_port == 0 || w.udp_port != port) {

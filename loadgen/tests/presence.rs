@@ -1,11 +1,13 @@
 //! Runs the loadgen binary with small N against a real daemon started in
-//! this process (and, when asked, against a local Redis).
+//! this process (and, when asked, against a local Redis); the per-connection
+//! modes over TLS and WebSocket with a certificate made at run time (rcgen).
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{config, daemon, loadgen, loadgen_async, Redis};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// Runs the loadgen against a fresh daemon with `args` after the daemon's
 /// addresses; returns the JSON report.
@@ -147,6 +149,112 @@ async fn tcp_churn_reconnects_real_connections() {
     assert!((40..=170).contains(&closed), "{report:#}");
     assert_eq!(closed, connected, "every client that left came back");
     assert!(count(&report, "heartbeat") >= 700, "{report:#}");
+}
+
+/// A CA and a leaf for `localhost` signed by it, as PEM files under `dir`:
+/// (the CA's certificate, the leaf's certificate, its key).
+fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "loadgen test CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// 20 clients heartbeating every 500 ms for 2 s in `mode`, to `addr`
+/// (`--ws-addr` or `--tls-addr`), reported as `mode`, without an error.
+async fn run_mode(dir: &Path, data_dir: &str, mode: &str, flags: &[&str]) -> serde_json::Value {
+    let pid = std::process::id().to_string();
+    let mut args = vec!["presence", "--mode", mode, "--data-dir", data_dir, "--server-pid", &pid];
+    args.extend_from_slice(&["--clients", "20", "--interval", "500ms", "--duration", "2s"]);
+    args.extend_from_slice(flags);
+    let args = args.into_iter().map(str::to_owned).collect();
+    let report = loadgen_async(args, dir.join(format!("{mode}.json"))).await;
+    assert_eq!(report["mode"], mode, "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["ops"]["connect_auth"]["count"], 20, "{report:#}");
+    assert!(report["ops"]["connect_auth"]["p50_us"].as_u64().unwrap() > 0, "{report:#}");
+    // 20 clients every 500 ms for 2 s.
+    let heartbeats = report["ops"]["heartbeat"]["count"].as_u64().unwrap();
+    assert!((70..=90).contains(&heartbeats), "{report:#}");
+    for key in ["cpu_s", "rss_bytes", "rss_bytes_per_session"] {
+        assert!(report["server"][key].as_f64().is_some(), "{key}: {report:#}");
+    }
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_ws_and_wss_modes_connect_authenticate_and_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path());
+    let ca = ca.to_str().unwrap();
+
+    // TCP+TLS and plain WebSocket listeners on one daemon.
+    let mut plain = config(&dir.path().join("plain"));
+    plain.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+    (plain.tls.cert, plain.tls.key) = (Some(cert.clone()), Some(key.clone()));
+    let (running, _, data_dir) = daemon(plain).await;
+    let (ws, tls) = (running.ws.unwrap().to_string(), running.tls.unwrap().to_string());
+    let report = run_mode(dir.path(), &data_dir, "ws", &["--ws-addr", &ws]).await;
+    assert_eq!(report["wire_bytes_per_heartbeat"], 3.0, "the protocol frame is the same as on TCP");
+    let report = run_mode(dir.path(), &data_dir, "tls", &["--tls-addr", &tls, "--ca", ca]).await;
+    assert_eq!(report["extra"]["tls_resumption"], 0.0, "{report:#}");
+    let report = run_mode(dir.path(), &data_dir, "tls", &["--tls-addr", &tls, "--ca", ca, "--tls-resumption"]).await;
+    assert_eq!(report["extra"]["tls_resumption"], 1.0, "{report:#}");
+    running.shutdown().await;
+
+    // WebSocket over TLS: `websocket.tls`.
+    let mut secure = config(&dir.path().join("secure"));
+    secure.websocket.tls = true;
+    (secure.tls.cert, secure.tls.key) = (Some(cert), Some(key));
+    let (running, _, data_dir) = daemon(secure).await;
+    let wss = running.ws.unwrap().to_string();
+    run_mode(dir.path(), &data_dir, "wss", &["--ws-addr", &wss, "--ca", ca]).await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_mode_refuses_a_certificate_for_another_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path());
+    let mut config = config(&dir.path().join("d"));
+    config.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+    (config.tls.cert, config.tls.key) = (Some(cert), Some(key));
+    let (running, _, data_dir) = daemon(config).await;
+    let tls = running.tls.unwrap().to_string();
+    let args = [
+        "presence",
+        "--mode",
+        "tls",
+        "--data-dir",
+        &data_dir,
+        "--tls-addr",
+        &tls,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--tls-name",
+        "elsewhere.example",
+        "--clients",
+        "2",
+        "--duration",
+        "1s",
+    ]
+    .map(str::to_owned);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_heartline-loadgen")).args(args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("TLS handshake"), "{stderr}");
+    running.shutdown().await;
 }
 
 /// Starts its own redis-server: needs it on PATH (`apt-get install -y redis-server`).

@@ -74,7 +74,7 @@ impl Target {
     /// One connection of `user`, past WELCOME, from a source address chosen
     /// by `i` ([`tcp::connect`]).
     async fn connect(&self, user: u64, i: u64) -> Result<Conn> {
-        Ok(tcp::connect(self.addr, &self.keyring, user, i, false).await?.0)
+        Ok(tcp::connect::<Conn>(self.addr, None, &self.keyring, user, i, false).await?.0)
     }
 }
 
