@@ -52,7 +52,7 @@ use std::sync::Mutex;
 
 pub use privacy::{blocked, entry_for, BlockList, View, Viewer};
 pub use shard::SessionError;
-use shard::{Now, Shard, Timing};
+use shard::{Now, Opening, Shard, Timing};
 
 use heartline_proto::udp::ReplayWindow;
 use heartline_proto::{Status, Text};
@@ -197,7 +197,7 @@ impl Presence {
         let index = shard_of_user(user);
         let now = self.now(now_ms);
         let avoid = split(not).filter(|&(shard, _)| shard == index).map(|(_, slot)| slot);
-        let (slot, change) = self.shard(index).open(user, status, owner, udp, now, &self.timing, avoid)?;
+        let (slot, change) = self.shard(index).open(Opening { user, status, owner, udp, avoid }, now, &self.timing)?;
         Ok((session_id(index, slot), change))
     }
 
@@ -251,7 +251,8 @@ impl Presence {
         let mut changes = Vec::new();
         for (group, mut shard) in plan.chunk_by(by_shard).zip(guards) {
             for &(index, entry, user, status) in group {
-                let (slot, change) = shard.open_checked(user, status, owner, false, now, &self.timing, None);
+                let (slot, change) =
+                    shard.open_checked(Opening { user, status, owner, udp: false, avoid: None }, now, &self.timing);
                 sessions[entry] = session_id(index, slot);
                 changes.extend(change.map(|change| (entry, change)));
             }

@@ -151,6 +151,17 @@ pub(crate) struct Shard {
     online_users: u32,
 }
 
+/// A session about to be opened.
+pub(super) struct Opening {
+    pub(super) user: u64,
+    pub(super) status: Status,
+    /// The connection that owns it.
+    pub(super) owner: u32,
+    pub(super) udp: bool,
+    /// A slot it must not get (see [`super::Presence::open`]).
+    pub(super) avoid: Option<u32>,
+}
+
 impl Shard {
     pub(super) fn new(now: u32) -> Self {
         Self { wheel: vec![NIL; WHEEL as usize], wheel_now: now, ..Self::default() }
@@ -278,32 +289,20 @@ impl Shard {
 
     pub(super) fn open(
         &mut self,
-        user_id: u64,
-        status: Status,
-        owner: u32,
-        udp: bool,
+        opening: Opening,
         now: Now,
         timing: &Timing,
-        avoid: Option<u32>,
     ) -> Result<(u32, Option<Change>), SessionError> {
-        self.check_open(&mut [user_id], timing)?;
-        Ok(self.open_checked(user_id, status, owner, udp, now, timing, avoid))
+        self.check_open(&mut [opening.user], timing)?;
+        Ok(self.open_checked(opening, now, timing))
     }
 
     /// Opens a session that [`Self::check_open`] has made sure of, under the
     /// same lock: it cannot fail.
-    pub(super) fn open_checked(
-        &mut self,
-        user_id: u64,
-        status: Status,
-        owner: u32,
-        udp: bool,
-        now: Now,
-        timing: &Timing,
-        avoid: Option<u32>,
-    ) -> (u32, Option<Change>) {
+    pub(super) fn open_checked(&mut self, opening: Opening, now: Now, timing: &Timing) -> (u32, Option<Change>) {
         const CHECKED: &str = "check_open counted a free slot for this";
-        let user_slot = self.user_or_insert(user_id, now).expect(CHECKED);
+        let Opening { user, status, owner, udp, avoid } = opening;
+        let user_slot = self.user_or_insert(user, now).expect(CHECKED);
         let record = SessionRecord {
             user: user_slot,
             owner,
