@@ -113,7 +113,8 @@ pub(crate) fn accept_tls(stream: TcpStream, peer: SocketAddr, handles: &Handles,
     let (handles, acceptor) = (handles.clone(), acceptor.clone());
     tokio::spawn(async move {
         let timeout = handles.node.limits.handshake_timeout();
-        let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else { return };
+        // Boxed: inline, the handshake's state would size this task for the connection's life.
+        let Ok(Ok(tls)) = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await else { return };
         let mut wire = ByteStream::new(tls, handles.node.limits.max_frame());
         let driver = Driver::new(handles.node, handles.feed, Transport::Tls);
         serve(&mut wire, driver).await;

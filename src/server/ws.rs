@@ -43,9 +43,11 @@ use crate::metrics::{CloseReason, Transport};
 
 /// The one path that upgrades.
 pub(crate) const PATH: &str = "/v1/ws";
-/// tungstenite's read buffer, allocated per connection at the upgrade (its
-/// default, 128 KiB, would make every idle browser cost that much).
-const READ_BUFFER: usize = 4 * 1024;
+/// tungstenite's read buffer, allocated per connection at the upgrade and
+/// kept for the connection's life (its default, 128 KiB, would make every
+/// idle browser cost that much). Small: a heartbeat message is 9 bytes,
+/// and a larger frame makes the buffer reserve its whole length anyway.
+const READ_BUFFER: usize = 256;
 /// Room for the length prefix of a frame of `max_frame` bytes.
 const MAX_LENGTH_PREFIX: usize = 3;
 
@@ -67,15 +69,17 @@ pub(crate) fn accept(stream: TcpStream, peer: SocketAddr, listener: &Arc<Listene
     let listener = listener.clone();
     tokio::spawn(async move {
         let timeout = listener.handles.node.limits.handshake_timeout();
+        // The handshakes boxed: inline, HTTP's and TLS's state would size
+        // this task for the connection's whole life.
         let upgraded = match &listener.tls {
             Some(acceptor) => {
                 let handshake = async {
                     let tls = acceptor.accept(stream).await.ok()?;
                     upgrade(tls, &listener).await
                 };
-                tokio::time::timeout(timeout, handshake).await.ok().flatten()
+                Box::pin(tokio::time::timeout(timeout, handshake)).await.ok().flatten()
             }
-            None => tokio::time::timeout(timeout, upgrade(stream, &listener)).await.ok().flatten(),
+            None => Box::pin(tokio::time::timeout(timeout, upgrade(stream, &listener))).await.ok().flatten(),
         };
         if let Some(on_upgrade) = upgraded {
             if let Ok(upgraded) = on_upgrade.await {
