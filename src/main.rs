@@ -80,6 +80,10 @@ struct TokenArgs {
     /// How long the token is valid (e.g. 1h, 30d).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     ttl: Duration,
+    /// Create the data dir and its secret if there is none yet (`serve` does
+    /// that at its first start); without it a missing secret is an error.
+    #[arg(long)]
+    init: bool,
 }
 
 impl Common {
@@ -147,9 +151,23 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
     let config = args.common.load(Overrides::default())?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let secret = auth::load_or_create_secret(&config.data_dir.join("secret")).context("cannot read the secret")?;
+    let path = config.data_dir.join("secret");
+    let secret = if args.init {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        auth::load_or_create_secret(&path).context("cannot read the secret")?
+    } else {
+        match auth::load_secret(&path) {
+            // A token signed with a secret no daemon uses would be refused:
+            // most likely the data dir is not the daemon's.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no secret at {}: is --data-dir (or data_dir in the config) the daemon's? \
+                 `heartline serve` creates it at its first start; pass --init to create it now",
+                path.display()
+            ),
+            loaded => loaded.context("cannot read the secret")?,
+        }
+    };
     let subject = match (args.subject.user, args.subject.gateway) {
         (Some(user), None) => Subject::User(user),
         (None, Some(name)) if (1..=auth::MAX_GATEWAY_NAME).contains(&name.len()) => Subject::Gateway(name),

@@ -201,6 +201,74 @@ async fn ready_then_watchdog_pings_on_the_notify_socket() {
     }
 }
 
+/// `heartline` run to completion with `env` added to the test's environment.
+fn run(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_heartline"));
+    command.args(args).envs(env.iter().copied());
+    command.output().unwrap()
+}
+
+#[tokio::test]
+async fn variables_that_name_no_setting_are_left_alone() {
+    // `HEARTLINE_TOKEN` is ctl's; Kubernetes sets the others in pods for a service named `heartline`.
+    let foreign = [
+        ("HEARTLINE_TOKEN", "00ff"),
+        ("HEARTLINE_PORT", "tcp://10.0.0.1:7400"),
+        ("HEARTLINE_SERVICE_HOST", "10.0.0.1"),
+        ("HEARTLINE_PORT_7400_TCP_ADDR", "10.0.0.1"),
+    ];
+    let launch = Launch { env: foreign.iter().map(|(k, v)| (*k, v.to_string())).collect(), ..Launch::default() };
+    let process = Process::spawn(launch).await;
+    assert!(process.hello(process.token(5)).await.unwrap().welcome.is_some());
+
+    // `token` reads the daemon's secret with the same variables set.
+    let data = process.dir.path().join("data");
+    let token =
+        run(&["token".as_ref(), "--data-dir".as_ref(), data.as_os_str(), "--user".as_ref(), "5".as_ref()], &foreign);
+    assert!(token.status.success(), "{token:?}");
+
+    let file = example();
+    let mut env = foreign.to_vec();
+    env.push(("HEARTLINE_LIMITS__MAX_WATCH", "7"));
+    let checked = run(&["check-config".as_ref(), file.as_os_str()], &env);
+    assert!(checked.status.success(), "{checked:?}");
+    assert!(String::from_utf8(checked.stdout).unwrap().contains("max_watch = 7"), "settings are still read");
+
+    // A misspelt key inside a known section is still refused.
+    let typo = run(&["check-config".as_ref(), file.as_os_str()], &[("HEARTLINE_LIMITS__MAX_FRAMEE", "8192")]);
+    assert!(!typo.status.success());
+    assert!(String::from_utf8(typo.stderr).unwrap().contains("max_framee"));
+}
+
+#[test]
+fn token_needs_init_to_create_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = |init: bool| {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["token".as_ref(), "--data-dir".as_ref(), data.as_os_str(), "--user".as_ref(), "1".as_ref()];
+        if init {
+            args.push("--init".as_ref());
+        }
+        args
+    };
+    let refused = run(&args(false), &[]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8(refused.stderr).unwrap();
+    assert!(message.contains("no secret at") && message.contains("--init"), "{message}");
+    assert!(!data.exists(), "nothing is created without --init");
+
+    let created = run(&args(true), &[]);
+    assert!(created.status.success(), "{created:?}");
+    let secret = std::fs::read_to_string(data.join("secret")).unwrap();
+    // Once the secret exists, --init is not needed and changes nothing.
+    for init in [false, true] {
+        let again = run(&args(init), &[]);
+        assert!(again.status.success(), "{again:?}");
+        assert_eq!(std::fs::read_to_string(data.join("secret")).unwrap(), secret);
+    }
+}
+
 #[tokio::test]
 async fn serves_on_sockets_handed_over_through_listen_fds() {
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -395,11 +463,37 @@ async fn metrics_probes_and_json_api() {
     // The STATS totals are still there, beside what the dashboard reads (tests/dashboard.rs).
     let stats: Stats = serde_json::from_str(&body).unwrap();
     assert_eq!(stats, Stats { online_users: 1, sessions: 1, watches: 1, connections: 2 });
-    assert_eq!(get(admin, "/nothing", None).await.0, 404);
+    let missing = http(admin, "GET", "/nothing", None, "").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("content-type"), Some("application/json"));
+    let missing: serde_json::Value = serde_json::from_str(&missing.body).unwrap();
+    assert_eq!(missing["error"], "not found", "like the API's other errors: {missing}");
+
+    // HEAD probes: the status of GET, no body.
+    for (path, status) in [("/healthz", 200), ("/readyz", 200)] {
+        let head = http(admin, "HEAD", path, None, "").await;
+        assert_eq!((head.status, head.body.as_str()), (status, ""), "{path}");
+    }
+    // A 405 says what the route takes.
+    for (method, path, allow) in [
+        ("POST", "/healthz", "GET, HEAD"),
+        ("DELETE", "/readyz", "GET, HEAD"),
+        ("POST", "/metrics", "GET"),
+        ("POST", "/v1/stats", "GET"),
+        ("GET", "/v1/presence/query", "POST"),
+        ("POST", "/v1/graph/42", "GET"),
+        ("POST", "/", "GET, HEAD"),
+    ] {
+        let refused = http(admin, method, path, None, "").await;
+        assert_eq!(refused.status, 405, "{method} {path}");
+        assert_eq!(refused.header("allow"), Some(allow), "{method} {path}");
+    }
 
     // While draining (the watcher ignores GOAWAY, so the drain lasts its timeout) /readyz says 503.
     daemon.running.shutdown_token().cancel();
     assert_eq!(get(admin, "/readyz", None).await, (503, "draining\n".into()));
+    let head = http(admin, "HEAD", "/readyz", None, "").await;
+    assert_eq!((head.status, head.body.as_str()), (503, ""));
     assert_eq!(get(admin, "/healthz", None).await.0, 200);
 }
 

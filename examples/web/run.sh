@@ -18,7 +18,7 @@ data=${HEARTLINE_DEMO_DATA:-$here/.dev-data}
 bridge=${HEARTLINE_WS_BRIDGE:-0}
 bridge_port=${DEMO_BRIDGE_PORT:-7412}
 bin=${HEARTLINE_BIN:-}
-# These steer this script; the daemon would read any HEARTLINE_* as a setting.
+# These steer this script, not the daemon.
 unset HEARTLINE_WS_BRIDGE HEARTLINE_BIN HEARTLINE_DEMO_DATA
 
 say() { printf '\033[1m%s\033[0m\n' "$*"; }

@@ -65,14 +65,12 @@ function isLoopback(address) {
   return (isIP(plain) === 4 && plain.startsWith("127.")) || plain === "::1";
 }
 
-// `heartline token` reads every HEARTLINE_* variable as a setting: not the one naming it.
-const { HEARTLINE_BIN: _bin, ...tokenEnv } = process.env;
 
 /** DEV-ONLY: a one-hour token for a demo user, exactly as `heartline token` prints it. */
 function mintToken(user) {
   const args = ["token", "--data-dir", flags["data-dir"], "--user", String(user), "--ttl", "1h"];
   return new Promise((done, fail) => {
-    execFile(flags["heartline-bin"], args, { timeout: 10_000, env: tokenEnv }, (error, stdout, stderr) => {
+    execFile(flags["heartline-bin"], args, { timeout: 10_000 }, (error, stdout, stderr) => {
       if (error) fail(new Error(`heartline token failed: ${stderr.trim().split("\n")[0] || error.message}`));
       else done(stdout.trim());
     });

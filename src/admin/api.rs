@@ -82,6 +82,12 @@ fn error(status: StatusCode, message: &'static str) -> Response<Body> {
     json(status, &Error { error: message })
 }
 
+/// 404 for any path the admin listener does not serve, as JSON like the
+/// API's other errors.
+pub fn not_found() -> Response<Body> {
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
 const BAD_ID: &str = "the user id must be an unsigned 64-bit integer";
 
 /// One presence entry as JSON.

@@ -14,7 +14,7 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{text, Body};
+use super::Body;
 
 /// Scripts, styles, images and requests from this origin only; no plugins,
 /// no framing, no forms posting elsewhere.
@@ -50,7 +50,7 @@ pub fn asset_at(path: &str) -> Option<&'static Asset> {
 /// GET (or HEAD) of `asset`: the file, or 304 when the client's copy is current.
 pub fn serve<B>(asset: &Asset, req: &Request<B>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        return super::method_not_allowed("GET, HEAD");
     }
     let etag = format!("\"{:016x}\"", asset.etag);
     let current = req.headers().get(IF_NONE_MATCH).is_some_and(|given| {

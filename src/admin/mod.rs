@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -148,12 +148,13 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
     if let Some(asset) = dashboard::asset_at(path) {
         return dashboard::serve(asset, &req);
     }
+    // HEAD answers as GET does, and hyper leaves the body out.
+    let probe = req.method() == Method::GET || req.method() == Method::HEAD;
     match (req.method(), path) {
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") if state.draining.is_cancelled() => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-        }
-        (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
+        (_, "/healthz") if probe => text(StatusCode::OK, "ok\n"),
+        (_, "/readyz") if probe && state.draining.is_cancelled() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        (_, "/readyz") if probe => text(StatusCode::OK, "ready\n"),
+        (_, "/healthz" | "/readyz") => method_not_allowed("GET, HEAD"),
         _ if !authorized(state, &req) => {
             let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -166,15 +167,22 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/v1/stats") => api::stats(&*state.backend),
         (&Method::POST, "/v1/presence/query") => api::query(state.backend.clone(), req.into_body()).await,
-        (&Method::GET, p) if p.starts_with("/v1/presence/") => {
+        (&Method::GET, p) if p.starts_with("/v1/presence/") && p != "/v1/presence/query" => {
             api::presence(state.backend.clone(), &p["/v1/presence/".len()..]).await
         }
         (&Method::GET, p) if p.starts_with("/v1/graph/") => api::graph(&*state.backend, &p["/v1/graph/".len()..]),
-        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/stats" | "/v1/presence/query") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        (_, "/v1/presence/query") => method_not_allowed("POST"),
+        (_, "/metrics" | "/v1/stats") => method_not_allowed("GET"),
+        (_, p) if p.starts_with("/v1/presence/") || p.starts_with("/v1/graph/") => method_not_allowed("GET"),
+        _ => api::not_found(),
     }
+}
+
+/// 405, with the methods the route does take in `Allow` (RFC 9110 §15.5.6).
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// Whether the request may see more than the probes: always without a

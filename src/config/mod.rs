@@ -7,6 +7,10 @@
 //!
 //! Environment variables name a setting by its path, upper-cased, with `__`
 //! between sections: `HEARTLINE_LISTEN`, `HEARTLINE_PRESENCE__GRACE=10s`.
+//! Only variables whose first part names a top-level setting or section are
+//! read: `HEARTLINE_TOKEN` (for `heartline ctl`) or `HEARTLINE_PORT`
+//! (Kubernetes service links) are left alone, while a typo inside a section
+//! (`HEARTLINE_LIMITS__MAX_FRAMEE`) is refused like one in the file.
 //! Durations are written as `30s`, `5m`, `250ms`.
 
 use std::net::SocketAddr;
@@ -322,13 +326,20 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: Config = figment
-            .merge(Env::prefixed("HEARTLINE_").split("__").ignore(&["config"]))
-            .merge(Serialized::defaults(overrides))
-            .extract()
-            .map_err(Box::new)?;
+        let config: Config = figment.merge(env()).merge(Serialized::defaults(overrides)).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The names of the top-level settings and sections (`listen`, `limits`,
+    /// …), as serde spells them: taken from the serialized defaults, so a new
+    /// field is known without another list to keep in step.
+    pub fn top_level_keys() -> Vec<String> {
+        match toml::Table::try_from(Config::default()) {
+            Ok(table) => table.keys().cloned().collect(),
+            // Cannot happen (the defaults always serialize); read nothing then.
+            Err(_) => Vec::new(),
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -414,6 +425,19 @@ impl Config {
     }
 }
 
+/// The `HEARTLINE_*` variables that name a setting: those whose first part
+/// (before any `__`) is a top-level setting or section. Others, such as
+/// `HEARTLINE_CONFIG`, `HEARTLINE_TOKEN` or Kubernetes' `HEARTLINE_PORT`,
+/// belong to someone else. Within a known section every key is read, so a
+/// misspelt one is still refused.
+fn env() -> Env {
+    let known = Config::top_level_keys();
+    Env::prefixed("HEARTLINE_").split("__").filter(move |key| {
+        let first = key.as_str().split('.').next().unwrap_or_default();
+        known.iter().any(|k| k.eq_ignore_ascii_case(first))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +491,31 @@ mod tests {
         for path in [tls, wss, origin] {
             std::fs::remove_file(path).unwrap();
         }
+    }
+
+    #[test]
+    fn the_environment_reader_knows_every_top_level_setting() {
+        // Derived from the serialized defaults: a top-level field that skips
+        // serializing (an `Option` left `None`) would be missing here and its
+        // variable ignored. Add a new field to this list too.
+        let mut keys = Config::top_level_keys();
+        keys.sort();
+        let expected = [
+            "admin",
+            "auth",
+            "data_dir",
+            "feed",
+            "limits",
+            "listen",
+            "log",
+            "presence",
+            "store",
+            "tls",
+            "udp",
+            "websocket",
+        ];
+        assert_eq!(keys, expected);
+        assert!(!keys.iter().any(|k| k == "config" || k == "token" || k == "port"));
     }
 
     #[test]

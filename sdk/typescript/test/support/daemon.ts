@@ -15,7 +15,7 @@ export const HEARTLINE_BIN = process.env.HEARTLINE_BIN ?? resolve(process.cwd(),
 /** Variables that steer the tests, not the daemon. */
 const TEST_VARIABLES = new Set(["HEARTLINE_BIN", "HEARTLINE_WS_PENDING", "HEARTLINE_WS_BRIDGE"]);
 
-/** This process's environment less the tests' own HEARTLINE_* variables, which the daemon would read as settings. */
+/** This process's environment less the tests' own HEARTLINE_* variables. */
 function daemonEnvironment(): Record<string, string> {
   return Object.fromEntries(Object.entries(process.env).filter(([key]) => !TEST_VARIABLES.has(key))) as Record<string, string>;
 }
