@@ -65,7 +65,6 @@ function isLoopback(address) {
   return (isIP(plain) === 4 && plain.startsWith("127.")) || plain === "::1";
 }
 
-
 /** DEV-ONLY: a one-hour token for a demo user, exactly as `heartline token` prints it. */
 function mintToken(user) {
   const args = ["token", "--data-dir", flags["data-dir"], "--user", String(user), "--ttl", "1h"];
