@@ -41,6 +41,7 @@ pub struct Config {
     pub store: Store,
     pub admin: Admin,
     pub auth: Auth,
+    pub jwt: Jwt,
     pub feed: Feed,
     pub websocket: WebSocket,
     pub tls: Tls,
@@ -184,6 +185,28 @@ pub struct Auth {
     pub rotation_window: Duration,
 }
 
+/// JSON Web Tokens (RFC 7519) accepted in HELLO besides the binary tokens
+/// (SPEC.md §12.1). Heartline only verifies: the backend that mints them
+/// holds the HS256 secret or the private keys. No key: JWTs get BAD_TOKEN.
+/// Read at start only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Jwt {
+    /// File holding the HS256 secret (at least 32 bytes; surrounding
+    /// whitespace ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hs256_secret_file: Option<PathBuf>,
+    /// PEM public keys (SPKI, `BEGIN PUBLIC KEY`), each Ed25519 (EdDSA) or
+    /// P-256 (ES256).
+    pub public_keys: Vec<PathBuf>,
+    /// When set, the JWT's `aud` must contain it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// When set, the JWT's `iss` must equal it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
 impl Default for Admin {
     fn default() -> Self {
         Self { listen: SocketAddr::from(([127, 0, 0, 1], 7401)), token: None }
@@ -259,6 +282,7 @@ impl Default for Config {
             store: Store::default(),
             admin: Admin::default(),
             auth: Auth::default(),
+            jwt: Jwt::default(),
             feed: Feed::default(),
             websocket: WebSocket::default(),
             tls: Tls::default(),
@@ -505,6 +529,7 @@ mod tests {
             "auth",
             "data_dir",
             "feed",
+            "jwt",
             "limits",
             "listen",
             "log",

@@ -33,6 +33,7 @@ mod admin_view;
 mod driver;
 mod fanout;
 mod feed;
+pub mod jwt;
 pub mod net;
 mod node;
 mod outbox;
@@ -95,6 +96,8 @@ pub enum StartError {
     Inherited(std::io::Error),
     #[error("cannot use the TLS certificate: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("cannot use the [jwt] keys: {0}")]
+    Jwt(#[from] jwt::JwtKeyError),
 }
 
 /// A started server.
@@ -146,6 +149,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     create_dir(&config.data_dir)?;
     let secret_path = config.data_dir.join("secret");
     let secret = crate::auth::load_or_create_secret(&secret_path).map_err(StartError::Secret)?;
+    let jwt = jwt::JwtKeys::load(&config.jwt)?;
     let store = Store::open(&config.data_dir.join("store"), config.store.durability)?;
     let udp_keys = UdpKeys::generate().map_err(StartError::Secret)?;
     // Under socket activation systemd holds the sockets across restarts; `config.listen` and `config.udp` are unused then.
@@ -196,6 +200,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         presence: Presence::new(presence_config, now_ms()),
         feed: feed.clone(),
         keys: keys.clone(),
+        jwt,
         udp_keys,
         udp_port: udp.port(),
         welcome: WelcomeSettings {

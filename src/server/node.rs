@@ -19,6 +19,7 @@ use heartline_proto::auth::{AuthError, Claims, UdpKeys, UdpPeer};
 use heartline_proto::udp::Key;
 use heartline_proto::Stats;
 
+use super::jwt::{is_jwt, JwtError, JwtKeys};
 use super::registry::Registry;
 use super::reload::{Keys, Limits};
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub(crate) struct Node {
     /// The social graph, which is presence's block list too.
     pub(crate) feed: Arc<Feed>,
     pub(crate) keys: Arc<Keys>,
+    /// `[jwt]`; `None` when it names no key.
+    pub(crate) jwt: Option<JwtKeys>,
     pub(crate) udp_keys: UdpKeys,
     /// 0 when UDP is off.
     pub(crate) udp_port: u16,
@@ -68,7 +71,15 @@ impl Env for Node {
     }
 
     fn verify(&self, token: &[u8], now_s: u64) -> Result<Claims, AuthError> {
-        self.keys.verify(token, now_s)
+        // A JWT starts with `e` (its header is base64url JSON), a binary token with its version byte.
+        if !is_jwt(token) {
+            return self.keys.verify(token, now_s);
+        }
+        let verified = self.jwt.as_ref().ok_or(JwtError::Disabled).and_then(|jwt| jwt.verify(token, now_s));
+        verified.map_err(|e| {
+            tracing::debug!(error = %e, "JWT refused");
+            e.auth()
+        })
     }
 
     fn udp_key(&self, peer: UdpPeer, id: u64, owner: u32) -> Option<Key> {
