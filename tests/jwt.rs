@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -18,7 +17,7 @@ use heartline_proto::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use common::{hello, Daemon};
+use common::{refused, Daemon};
 
 const SECRET: &[u8] = b"an HS256 secret of 32 bytes or more, for tests";
 
@@ -65,12 +64,6 @@ impl Keys {
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-async fn refused(daemon: &Daemon, token: Bytes, role: Role) -> Option<ErrorCode> {
-    let mut client = daemon.connect().await;
-    client.send(hello(role, token, false, 0)).await;
-    client.closing_error().await
 }
 
 #[tokio::test]
@@ -139,24 +132,9 @@ async fn a_bad_key_file_stops_the_start() {
     assert!(err.to_string().contains("[jwt]"), "{err}");
 }
 
-/// Whether a Python module is there; under CI a missing one fails the test.
-fn python_has(module: &str) -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "python3 -c 'import {module}' must work under CI");
-        eprintln!("skipped: python3 cannot import {module}");
-    }
-    ok
-}
-
 #[tokio::test]
 async fn a_pyjwt_token_gets_a_welcome() {
-    if !python_has("jwt") {
+    if !common::available("python3", &["-c", "import jwt"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -11,12 +11,6 @@ use common::*;
 use heartline::auth::Subject;
 use heartline_proto::*;
 
-async fn refused(daemon: &Daemon, token: Bytes, role: Role) -> Option<ErrorCode> {
-    let mut client = daemon.connect().await;
-    client.send(hello(role, token, false, 0)).await;
-    client.closing_error().await
-}
-
 #[tokio::test]
 async fn missing_forged_expired_and_misused_tokens_are_refused() {
     let daemon = Daemon::start().await;

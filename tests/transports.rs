@@ -340,25 +340,9 @@ async fn a_reloaded_certificate_serves_new_handshakes() {
     assert!(matches!(reply, Message::Welcome(_)), "{reply:?}");
 }
 
-/// Whether a tool is there; under CI a missing one fails the test rather
-/// than skipping it.
-fn available(program: &str, args: &[&str]) -> bool {
-    let ok = std::process::Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{program} {args:?} must work under CI");
-        eprintln!("skipped: {program} {args:?} does not work here");
-    }
-    ok
-}
-
 #[tokio::test]
 async fn openssl_s_client_completes_a_handshake() {
-    if !available("openssl", &["version"]) {
+    if !common::available("openssl", &["version"]) {
         return;
     }
     let pki = Pki::new();
@@ -378,7 +362,7 @@ async fn openssl_s_client_completes_a_handshake() {
 
 #[tokio::test]
 async fn python_websockets_wss_hello() {
-    if !available("python3", &["-c", "import websockets"]) {
+    if !common::available("python3", &["-c", "import websockets"]) {
         return;
     }
     let pki = Pki::new();

@@ -446,3 +446,26 @@ impl Drop for Proxy {
         self.accepting.abort();
     }
 }
+
+/// Whether a tool is there; under CI a missing one fails the test rather
+/// than skipping it.
+pub(crate) fn available(program: &str, args: &[&str]) -> bool {
+    let ok = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{program} {args:?} must work under CI");
+        eprintln!("skipped: {program} {args:?} does not work here");
+    }
+    ok
+}
+
+/// The error that closes a connection whose HELLO carries `token` in `role`, if any.
+pub(crate) async fn refused(daemon: &Daemon, token: Bytes, role: Role) -> Option<ErrorCode> {
+    let mut client = daemon.connect().await;
+    client.send(hello(role, token, false, 0)).await;
+    client.closing_error().await
+}
