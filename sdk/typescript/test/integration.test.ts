@@ -3,9 +3,9 @@
  * protocol frame per binary message): two users, presence diffs, the feed with paging and
  * live items, and reconnection after the server drops the connection.
  *
- * Runs against the daemon's own WebSocket listener (`websocket.listen`). Skipped only when
- * HEARTLINE_WS_PENDING=1 (a daemon without that listener). HEARTLINE_WS_BRIDGE=1 runs the
- * same checks through a test bridge to the daemon's TCP port instead.
+ * Runs against the daemon's own WebSocket listener (`websocket.listen`).
+ * HEARTLINE_WS_BRIDGE=1 runs the same checks through a test bridge to the daemon's TCP port
+ * instead.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -15,7 +15,6 @@ import type { ClientEvents, Item } from "../src/index.js";
 import { TcpBridge } from "./support/bridge.js";
 import { Daemon, freePort } from "./support/daemon.js";
 
-const PENDING = process.env.HEARTLINE_WS_PENDING === "1";
 const VIA_BRIDGE = process.env.HEARTLINE_WS_BRIDGE === "1";
 const ALICE = 101;
 const BOB = 102;
@@ -37,7 +36,7 @@ function nextEvent<K extends keyof ClientEvents>(client: HeartlineClient, event:
   });
 }
 
-describe("client against the real daemon", { skip: PENDING && "HEARTLINE_WS_PENDING=1: the daemon has no WebSocket listener yet" }, () => {
+describe("client against the real daemon", () => {
   let daemon: Daemon;
   let bridge: TcpBridge | undefined;
   let url: string;

@@ -13,7 +13,7 @@ import { join, resolve } from "node:path";
 export const HEARTLINE_BIN = process.env.HEARTLINE_BIN ?? resolve(process.cwd(), "../../target/debug/heartline");
 
 /** Variables that steer the tests, not the daemon. */
-const TEST_VARIABLES = new Set(["HEARTLINE_BIN", "HEARTLINE_WS_PENDING", "HEARTLINE_WS_BRIDGE"]);
+const TEST_VARIABLES = new Set(["HEARTLINE_BIN", "HEARTLINE_WS_BRIDGE"]);
 
 /** This process's environment less the tests' own HEARTLINE_* variables. */
 function daemonEnvironment(): Record<string, string> {
