@@ -29,7 +29,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
-
 use tokio::time::{Instant, Sleep};
 
 use super::driver::Driver;
@@ -148,7 +147,7 @@ struct Tcp {
     /// Armed only while a deadline is due (before HELLO, or while a write
     /// is stuck), and boxed: an idle connection carries no timer.
     timer: Option<Pin<Box<Sleep>>>,
-    /// The outbox is closed: once `write` is out, the connection ends.
+    /// The outbox gave its last frames: once they are written, the connection ends.
     last: bool,
     /// The peer has shut its side.
     eof: bool,
@@ -165,8 +164,9 @@ impl Tcp {
     /// `select!`: waiting costs the socket's own reader and writer waker
     /// slots and the outbox's, no waiter nodes to link and unlink on every
     /// wake, and the connection's future is little more than [`Tcp`].
-    /// Outbox first (replies before new requests), then the socket, then the
-    /// timer; it returns `Pending` once none of them has news.
+    /// A due timer first (before anything re-arms it), then the outbox
+    /// (replies before new requests), then the socket; it returns `Pending`
+    /// once none of them has news.
     fn poll_run(&mut self, cx: &mut Context<'_>, stream: &TcpStream) -> Poll<CloseReason> {
         loop {
             let mut news = false;
