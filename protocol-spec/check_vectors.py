@@ -37,7 +37,7 @@ MAX_PAGE = 100
 MAX_DATAGRAM = 65_507
 MIN_DATAGRAM = 13
 
-# §9.1: the error codes 1..=19, in order, and whether the connection is closed after each
+# §9.1: the error codes 1..=20, in order, and whether the connection is closed after each
 CLOSES = {
     "MALFORMED": True, "UNKNOWN_TYPE": False, "FRAME_TOO_LARGE": True,
     "UNSUPPORTED_VERSION": True, "UNAUTHENTICATED": True, "BAD_TOKEN": True,
@@ -45,6 +45,7 @@ CLOSES = {
     "LIMIT_EXCEEDED": False, "PAYLOAD_TOO_LARGE": False, "NOT_FOUND": False,
     "RATE_LIMITED": False, "SLOW_CONSUMER": True, "SESSION_EXPIRED": True,
     "UNAVAILABLE": False, "TOO_MANY_CONNECTIONS": True, "INTERNAL": False,
+    "DISCONNECTED": True,
 }
 
 # §2.8 enumerations: the index is the wire value (None = undefined value)

@@ -112,7 +112,7 @@ pub enum CloseReason {
     Error(ErrorCode),
 }
 
-/// Slots for error codes: the wire codes are small (1..=19 in v1).
+/// Slots for error codes: the wire codes are small (1..=20 in v1).
 const ERROR_SLOTS: usize = 32;
 
 #[derive(Default, Debug)]

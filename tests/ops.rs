@@ -454,7 +454,7 @@ async fn metrics_probes_and_json_api() {
         [("42", "busy"), ("7", "offline")]
     );
     let too_many = serde_json::to_string(&(0..1_001).collect::<Vec<u64>>()).unwrap();
-    assert_eq!(request(admin, "POST", "/v1/presence/query", None, &too_many).await.0, 413);
+    assert_eq!(request(admin, "POST", "/v1/presence/query", None, &too_many).await.0, 422, "LIMIT_EXCEEDED");
     assert_eq!(request(admin, "POST", "/v1/presence/query", None, "{\"users\":1}").await.0, 400);
     assert_eq!(request(admin, "POST", "/v1/presence/query", None, "[\"-1\"]").await.0, 400);
     assert_eq!(get(admin, "/v1/presence/nobody", None).await.0, 400);
@@ -467,7 +467,7 @@ async fn metrics_probes_and_json_api() {
     assert_eq!(missing.status, 404);
     assert_eq!(missing.header("content-type"), Some("application/json"));
     let missing: serde_json::Value = serde_json::from_str(&missing.body).unwrap();
-    assert_eq!(missing["error"], "not found", "like the API's other errors: {missing}");
+    assert_eq!(missing["code"], "NOT_FOUND", "like the API's other errors: {missing}");
 
     // HEAD probes: the status of GET, no body.
     for (path, status) in [("/healthz", 200), ("/readyz", 200)] {

@@ -260,6 +260,14 @@ mod cases {
             ("goaway", Message::Goaway { reason: GoawayReason::Restart, reconnect_after_ms: 2_000 }),
             ("error", Message::Error { req: 7, code: ErrorCode::LimitExceeded as u16, message: text("too many ids") }),
             ("error_unknown_code", Message::Error { req: 0, code: u16::MAX, message: text("") }),
+            (
+                "error_disconnected",
+                Message::Error {
+                    req: 0,
+                    code: ErrorCode::Disconnected as u16,
+                    message: text("disconnected by the server"),
+                },
+            ),
             ("ok", Message::Ok { req: 1 }),
             ("ok_req_zero", Message::Ok { req: 0 }),
             ("heartbeat_steady", Message::Heartbeat(Heartbeat { jitter_ms: 0, dseq: 1, status: None })),

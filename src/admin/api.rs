@@ -21,9 +21,13 @@ use hyper::body::Incoming;
 use hyper::{Response, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{json, text, Backend, Body, Transport};
+use super::write::refuse;
+use super::{json, Backend, Body, Transport};
 use crate::metrics::{Histogram, BUCKETS_US};
-use heartline_proto::{PresenceEntry, Stats, Status};
+use heartline_proto::{ErrorCode, PresenceEntry, Stats, Status};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 /// Most ids one query may name, as one QUERY frame (SPEC.md limits).
 pub const MAX_QUERY: usize = 1_000;
@@ -46,6 +50,19 @@ impl<'de> Deserialize<'de> for Id {
         d.deserialize_any(IdVisitor)
     }
 }
+
+/// In the OpenAPI document: a string of 1 to 20 digits (requests may give a number too).
+impl PartialSchema for Id {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9]{1,20}$"))
+            .description(Some("An unsigned 64-bit id, in decimal"))
+            .into()
+    }
+}
+
+impl ToSchema for Id {}
 
 struct IdVisitor;
 
@@ -73,27 +90,21 @@ pub fn parse_id(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-#[derive(Serialize)]
-struct Error {
-    error: &'static str,
-}
-
-fn error(status: StatusCode, message: &'static str) -> Response<Body> {
-    json(status, &Error { error: message })
-}
-
 /// 404 for any path the admin listener does not serve, as JSON like the
 /// API's other errors.
 pub fn not_found() -> Response<Body> {
-    error(StatusCode::NOT_FOUND, "not found")
+    refuse(ErrorCode::NotFound, "no such route")
 }
 
-const BAD_ID: &str = "the user id must be an unsigned 64-bit integer";
+pub const BAD_ID: &str = "the user id must be an unsigned 64-bit integer";
 
 /// One presence entry as JSON.
-#[derive(Serialize)]
-struct Entry<'a> {
+#[derive(Serialize, ToSchema)]
+#[schema(as = PresenceEntry)]
+pub struct Entry<'a> {
     user: Id,
+    /// As an unrelated viewer sees it: `invisible` shows as `offline`.
+    #[schema(schema_with = status_schema)]
     status: Status,
     /// Per-user version: greater means newer.
     version: Id,
@@ -115,47 +126,67 @@ impl<'a> From<&'a PresenceEntry> for Entry<'a> {
     }
 }
 
-/// `GET /v1/presence/{user}`: one entry.
+/// The statuses of SPEC.md §2.8, by name.
+fn status_schema() -> ObjectBuilder {
+    let names = ["offline", "online", "away", "busy", "invisible"];
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names))
+}
+
+/// One user's presence, as an unrelated viewer sees it.
+#[utoipa::path(get, path = "/v1/presence/{user}", tag = "presence",
+    params(("user" = String, Path, description = "The user id, decimal")),
+    responses((status = 200, description = "The entry (offline users: their last seen)", body = Entry),
+              (status = 400, description = "MALFORMED", body = super::write::ApiError)))]
 pub async fn presence(backend: Arc<dyn Backend>, user: &str) -> Response<Body> {
     let Some(user) = parse_id(user) else {
-        return error(StatusCode::BAD_REQUEST, BAD_ID);
+        return refuse(ErrorCode::Malformed, BAD_ID);
     };
     match lookup(backend, vec![user]).await.as_deref() {
         Some([entry]) => json(StatusCode::OK, &Entry::from(entry)),
-        _ => text(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n"),
+        _ => refuse(ErrorCode::Internal, "lookup failed"),
     }
 }
 
-/// `POST /v1/presence/query` with a JSON array of up to [`MAX_QUERY`] ids
-/// (strings or numbers): an array of entries in the same order.
+/// Many users' presence: a JSON array of up to 1,000 ids (strings or
+/// numbers) in, their entries out in the same order.
+#[utoipa::path(post, path = "/v1/presence/query", tag = "presence",
+    request_body(content = Vec<Id>, description = "User ids"),
+    responses((status = 200, description = "One entry per id, in order", body = Vec<Entry>),
+              (status = 400, description = "MALFORMED", body = super::write::ApiError),
+              (status = 422, description = "LIMIT_EXCEEDED: over 1,000 ids", body = super::write::ApiError)))]
 pub async fn query(backend: Arc<dyn Backend>, body: Incoming) -> Response<Body> {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB"),
+        Err(_) => return refuse(ErrorCode::PayloadTooLarge, "the body is over 64 KiB"),
     };
     let Ok(users) = serde_json::from_slice::<Vec<Id>>(&bytes) else {
-        return error(StatusCode::BAD_REQUEST, "the body must be a JSON array of user ids");
+        return refuse(ErrorCode::Malformed, "the body must be a JSON array of user ids");
     };
     if users.len() > MAX_QUERY {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "at most 1000 ids per query");
+        return refuse(ErrorCode::LimitExceeded, "at most 1000 ids per query");
     }
     match lookup(backend, users.into_iter().map(|Id(u)| u).collect()).await {
         Some(entries) => json(StatusCode::OK, &entries.iter().map(Entry::from).collect::<Vec<_>>()),
-        None => text(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n"),
+        None => refuse(ErrorCode::Internal, "lookup failed"),
     }
 }
 
-#[derive(Serialize)]
-struct GraphCounts {
-    user: Id,
-    followers: usize,
-    following: usize,
+/// How many follow a user, and how many the user follows.
+#[derive(Serialize, ToSchema)]
+pub struct GraphCounts {
+    pub user: Id,
+    pub followers: usize,
+    pub following: usize,
 }
 
-/// `GET /v1/graph/{user}`: how many follow the user, and how many they follow.
+/// How many follow the user, and how many they follow.
+#[utoipa::path(get, path = "/v1/graph/{user}", tag = "graph",
+    params(("user" = String, Path, description = "The user id, decimal")),
+    responses((status = 200, description = "The counts", body = GraphCounts),
+              (status = 400, description = "MALFORMED", body = super::write::ApiError)))]
 pub fn graph(backend: &dyn Backend, user: &str) -> Response<Body> {
     let Some(user) = parse_id(user) else {
-        return error(StatusCode::BAD_REQUEST, BAD_ID);
+        return refuse(ErrorCode::Malformed, BAD_ID);
     };
     let (followers, following) = backend.graph_counts(user);
     json(StatusCode::OK, &GraphCounts { user: Id(user), followers, following })

@@ -1,26 +1,34 @@
 //! The HTTP admin listener (hyper, HTTP/1.1): `/metrics` for Prometheus,
-//! `/healthz` and `/readyz` for probes, a small JSON API for web backends
-//! that don't speak the binary protocol, and a live dashboard at `/`.
+//! `/healthz` and `/readyz` for probes, a JSON API for application backends
+//! that don't speak the binary protocol — reads ([`api`]) and writes on a
+//! user's behalf ([`write`]), described by `/v1/openapi.json` ([`openapi`])
+//! — and a live dashboard at `/`.
 //!
-//! Owns the admin socket, routing and the bearer-token check. It must not
-//! change presence state: every route reads, through a [`Backend`] the
-//! server hands it — a snapshot of gauges, the metrics and lookups — never
-//! the server's internals (this module does not import `crate::server`).
-//! Series are defined in `crate::metrics`, rendered in [`prometheus`]; JSON
-//! routes are in [`api`]; the dashboard's embedded files in [`dashboard`].
-//! The dashboard's files load without the token (they hold no data); what
-//! they fetch does not.
+//! Owns the admin socket, routing, the bearer-token check and idempotency
+//! keys ([`idempotency`]). It must not reach into the server: every route
+//! goes through a [`Backend`] the server hands it — a snapshot of gauges,
+//! the metrics, lookups, and the few writes the API offers — never the
+//! server's internals (this module does not import `crate::server`).
+//! Series are defined in `crate::metrics`, rendered in [`prometheus`]; the
+//! dashboard's embedded files are in [`dashboard`]. The dashboard's files
+//! and the OpenAPI document load without the token (they hold no data);
+//! everything else needs it.
 
 pub mod api;
 pub mod dashboard;
+pub mod idempotency;
+pub mod openapi;
 pub mod prometheus;
+pub mod write;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
@@ -31,7 +39,10 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use heartline_proto::{PresenceEntry, Stats};
+use heartline_proto::auth::Claims;
+use heartline_proto::{ErrorCode, Message, PresenceEntry, Stats, Status, Text};
+
+use idempotency::{Answer, Begin, Replays};
 
 use crate::metrics::Metrics;
 
@@ -55,6 +66,21 @@ pub trait Backend: Send + Sync + 'static {
     fn presence(&self, users: &[u64]) -> Vec<PresenceEntry>;
     /// How many follow the user, and how many they follow.
     fn graph_counts(&self, user: u64) -> (usize, usize);
+
+    /// Sets the user's server-side session (opening or renewing it): its
+    /// id, or the spec's code and why not.
+    fn set_presence(&self, user: u64, status: Status, text: Text) -> Result<u64, (ErrorCode, &'static str)>;
+    /// Ends the user's server-side session; `false` when there was none.
+    fn clear_presence(&self, user: u64) -> bool;
+    /// Ends every session of the user and closes their client connections.
+    fn disconnect(&self, user: u64) -> write::Disconnected;
+    /// Answers a PUBLISH, DELETE, GRAPH or TIMELINE of the user as the
+    /// protocol does (once durable, for writes).
+    fn feed(&self, user: u64, request: Message) -> Pin<Box<dyn Future<Output = Message> + Send>>;
+    /// A token for `claims`, signed with the current secret.
+    fn issue(&self, claims: &Claims) -> Vec<u8>;
+    /// The session TTL, in milliseconds.
+    fn ttl_ms(&self) -> u32;
 }
 
 /// Gauges of the running server, read at scrape time.
@@ -99,6 +125,7 @@ struct State {
     draining: CancellationToken,
     /// `Authorization` header value every route but the probes needs.
     bearer: Option<Vec<u8>>,
+    replays: Arc<Replays>,
 }
 
 /// Serves the admin API on `listener` until `stop`; `/readyz` fails once
@@ -111,7 +138,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let bearer = token.map(|t| format!("Bearer {t}").into_bytes());
-    let state = Arc::new(State { backend, draining, bearer });
+    let state = Arc::new(State { backend, draining, bearer, replays: Arc::default() });
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -155,8 +182,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         (_, "/readyz") if probe && state.draining.is_cancelled() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         (_, "/readyz") if probe => text(StatusCode::OK, "ready\n"),
         (_, "/healthz" | "/readyz") => method_not_allowed("GET, HEAD"),
+        (&Method::GET, "/v1/openapi.json") => openapi::serve(),
+        (_, "/v1/openapi.json") => method_not_allowed("GET"),
         _ if !authorized(state, &req) => {
-            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            let mut response = write::refuse(ErrorCode::Unauthenticated, "a bearer token is required");
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
@@ -174,13 +203,62 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         (_, "/v1/presence/query") => method_not_allowed("POST"),
         (_, "/metrics" | "/v1/stats") => method_not_allowed("GET"),
         (_, p) if p.starts_with("/v1/presence/") || p.starts_with("/v1/graph/") => method_not_allowed("GET"),
+        (_, p) if p.starts_with("/v1/users/") || p == "/v1/tokens" => writes(state, req).await,
         _ => api::not_found(),
     }
 }
 
+/// The write API's routes (and its timeline read), behind idempotency keys.
+async fn writes(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, write::MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return write::refuse(ErrorCode::PayloadTooLarge, "the body is over 256 KiB"),
+    };
+    let (method, path, query) = (&parts.method, parts.uri.path(), parts.uri.query());
+    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let run = write::route(&*state.backend, method, path, query, &body, now_s);
+    let key = parts.headers.get(IDEMPOTENCY_KEY).map(HeaderValue::as_bytes);
+    let Some(key) = key.filter(|_| method != Method::GET && method != Method::HEAD) else {
+        return run.await.unwrap_or_else(api::not_found);
+    };
+    if !idempotency::valid_key(key) {
+        return write::refuse(ErrorCode::Malformed, "Idempotency-Key must be 1 to 255 visible ASCII characters");
+    }
+    let fingerprint = idempotency::fingerprint(method.as_str(), path, query, &body);
+    let pending = match state.replays.begin(key, fingerprint, Instant::now()) {
+        Begin::Run(pending) => pending,
+        Begin::Replay(answer) => {
+            let mut response = json_bytes(answer.status, answer.body);
+            response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            return response;
+        }
+        Begin::Mismatch => {
+            let message = "this Idempotency-Key was used for another request";
+            return write::http_error(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED", message);
+        }
+        Begin::InFlight => {
+            let message = "the first request with this Idempotency-Key is still running";
+            return write::http_error(StatusCode::CONFLICT, "IDEMPOTENCY_KEY_IN_FLIGHT", message);
+        }
+    };
+    let response = run.await.unwrap_or_else(api::not_found);
+    let (head, body) = response.into_parts();
+    let Ok(collected) = body.collect().await;
+    let answer = Answer { status: head.status, body: collected.to_bytes() };
+    pending.finish(&answer);
+    Response::from_parts(head, Body::from(answer.body))
+}
+
+/// The header naming a write's idempotency key.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on an answer given again for a repeated key.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
 /// 405, with the methods the route does take in `Allow` (RFC 9110 §15.5.6).
 pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    let message = format!("this route takes {allow}");
+    let mut response = write::http_error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", message);
     response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
@@ -208,7 +286,11 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     // Serializing plain structs of numbers and strings cannot fail.
-    let mut response = Response::new(Body::from(serde_json::to_vec(value).unwrap_or_default()));
+    json_bytes(status, serde_json::to_vec(value).unwrap_or_default().into())
+}
+
+fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

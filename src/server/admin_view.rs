@@ -1,21 +1,31 @@
-//! The admin listener's read-only view of the running server
+//! The admin listener's view of the running server
 //! ([`crate::admin::Backend`]): a snapshot of gauges and lookups through the
-//! same policy point as QUERY.
+//! same policy point as QUERY, and the writes of the admin API — a user's
+//! server-side session, a disconnect, feed requests on a user's behalf
+//! (through the same feed handler as a connection's), tokens.
 //!
 //! Owns nothing but the list of transports the dashboard shows (a new
 //! transport adds its entry in [`AdminView::transports`]); it must not
-//! change state or expose the handles it reads.
+//! expose the handles it reads, nor change presence other than through
+//! presence's own operations, delivering each change as connections do.
 
 use std::sync::Arc;
 
-use heartline_core::conn::presence_entries;
-use heartline_core::presence::Viewer;
-use heartline_proto::PresenceEntry;
+use std::future::Future;
+use std::pin::Pin;
 
-use super::feed::FeedShell;
+use heartline_core::conn::{error, presence_entries};
+use heartline_core::presence::{SessionError, Viewer};
+use heartline_proto::auth::Claims;
+use heartline_proto::{ErrorCode, Message, PresenceEntry, Status, Text};
+
+use super::feed::{answer, FeedShell};
 use super::net::Admission;
 use super::node::Node;
-use crate::admin::{Backend, Gauges, Queues, Transport};
+use super::now_ms;
+use super::outbox::Interrupt;
+use crate::admin::write::Disconnected;
+use crate::admin::{api::Id, Backend, Gauges, Queues, Transport};
 use crate::metrics::{self, Metrics};
 use crate::store::Store;
 
@@ -76,5 +86,58 @@ impl Backend for AdminView {
     fn graph_counts(&self, user: u64) -> (usize, usize) {
         let graph = &self.node.feed.graph;
         (graph.follower_count(user), graph.following_count(user))
+    }
+
+    fn set_presence(&self, user: u64, status: Status, text: Text) -> Result<u64, (ErrorCode, &'static str)> {
+        let node = &*self.node;
+        let new_owner = || node.registry.fresh_id();
+        match node.api_sessions.set(&node.presence, user, status, text, now_ms(), new_owner) {
+            Ok((session, change)) => {
+                if let Some(change) = change {
+                    node.deliver(change);
+                }
+                Ok(session)
+            }
+            Err(SessionError::TooManySessions) => Err((ErrorCode::LimitExceeded, "the user has too many sessions")),
+            Err(_) => Err((ErrorCode::Unavailable, "no room for another session now")),
+        }
+    }
+
+    fn clear_presence(&self, user: u64) -> bool {
+        let node = &*self.node;
+        let Some(change) = node.api_sessions.clear(&node.presence, user, now_ms()) else { return false };
+        if let Some(change) = change {
+            node.deliver(change);
+        }
+        true
+    }
+
+    fn disconnect(&self, user: u64) -> Disconnected {
+        let node = &*self.node;
+        let (ended, change) = node.presence.end_user(user, now_ms());
+        let connections = ended.iter().filter(|&&(session, owner)| node.registry.owns(owner, session)).count();
+        for &(session, owner) in &ended {
+            node.session_ended(session, owner, Interrupt::Disconnected);
+        }
+        if let Some(change) = change {
+            node.deliver(change);
+        }
+        Disconnected { user: Id(user), sessions: ended.len(), connections }
+    }
+
+    fn feed(&self, user: u64, request: Message) -> Pin<Box<dyn Future<Output = Message> + Send>> {
+        let shell = self.fanout.clone();
+        Box::pin(async move {
+            let req = request.req();
+            answer(&shell, user, request).await.unwrap_or_else(|| error(req, ErrorCode::Internal, "not a feed request"))
+        })
+    }
+
+    fn issue(&self, claims: &Claims) -> Vec<u8> {
+        self.node.keys.issue(claims)
+    }
+
+    fn ttl_ms(&self) -> u32 {
+        self.node.welcome.ttl_ms
     }
 }

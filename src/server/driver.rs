@@ -80,6 +80,7 @@ impl Driver {
     pub(crate) fn on_interrupt(&mut self, interrupt: Interrupt) {
         self.drive(|machine, _, effects| match interrupt {
             Interrupt::Expired => machine.expired(effects),
+            Interrupt::Disconnected => machine.disconnected(effects),
             Interrupt::Drain => machine.drain(RECONNECT_AFTER_MS, effects),
         });
     }

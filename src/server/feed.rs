@@ -126,12 +126,6 @@ async fn blocking<T: Send + 'static>(
 
 async fn handle(shell: &Arc<FeedShell>, user: u64, conn: u32, outbox: &Outbox, msg: Message) {
     let reply = match msg {
-        Message::Publish { req, kind, payload } => publish(shell, user, req, kind, payload).await,
-        Message::Delete { req, post } => delete(shell, user, req, post).await,
-        Message::Graph { req, op, user: other } => graph(shell, user, req, op, other).await,
-        Message::Timeline { req, source, cursor, limit } => {
-            timeline(shell, user, req, source, &cursor, usize::from(limit)).await
-        }
         Message::Live { req, on } => {
             unregister_live(shell, user, conn);
             if on {
@@ -140,9 +134,27 @@ async fn handle(shell: &Arc<FeedShell>, user: u64, conn: u32, outbox: &Outbox, m
             }
             Message::Ok { req }
         }
-        _ => return,
+        request => match answer(shell, user, request).await {
+            Some(reply) => reply,
+            None => return,
+        },
     };
     outbox.send(reply);
+}
+
+/// The reply to a feed request of `user` that needs no connection —
+/// PUBLISH, DELETE, GRAPH, TIMELINE — as a protocol connection or the
+/// admin API sends it; `None` for any other message.
+pub(crate) async fn answer(shell: &Arc<FeedShell>, user: u64, request: Message) -> Option<Message> {
+    Some(match request {
+        Message::Publish { req, kind, payload } => publish(shell, user, req, kind, payload).await,
+        Message::Delete { req, post } => delete(shell, user, req, post).await,
+        Message::Graph { req, op, user: other } => graph(shell, user, req, op, other).await,
+        Message::Timeline { req, source, cursor, limit } => {
+            timeline(shell, user, req, source, &cursor, usize::from(limit)).await
+        }
+        _ => return None,
+    })
 }
 
 async fn publish(shell: &Arc<FeedShell>, user: u64, req: u64, kind: u8, payload: Bytes) -> Message {

@@ -30,6 +30,7 @@
 //! listeners accept anyone (measured in BENCHMARKS.md).
 
 mod admin_view;
+mod api_sessions;
 mod driver;
 mod fanout;
 mod feed;
@@ -63,6 +64,7 @@ use crate::metrics::Metrics;
 use crate::store::{Committer, Store, StoreError};
 use feed::FeedShell;
 use node::Node;
+use outbox::Interrupt;
 use registry::Registry;
 use reload::{Keys, Limits, Reloadable};
 
@@ -210,6 +212,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         limits: limits.clone(),
         registry: registry.clone(),
+        api_sessions: Default::default(),
         metrics: metrics.clone(),
         last_seen: store.clone(),
     });
@@ -369,7 +372,7 @@ impl Ticker {
                 node.deliver(change);
             }
             for (session, owner) in expiry.expired {
-                node.registry.expired(session, owner);
+                node.session_ended(session, owner, Interrupt::Expired);
             }
             if flushed.elapsed() >= LAST_SEEN_FLUSH {
                 flushed = tokio::time::Instant::now();

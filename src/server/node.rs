@@ -1,6 +1,7 @@
 //! What every connection's machine works against: presence, the social
 //! graph's block list, token checks, UDP keys, limits and the registry of
-//! connections, as one [`Env`] built in `start` (the composition root).
+//! connections, as one [`Env`] built in `start` (the composition root);
+//! and the admin API's server-side sessions, which are presence too.
 //!
 //! Owns nothing of its own but the wiring; it must not hold the store's
 //! writers, the feed's fanout or the admin's state — those are handles of
@@ -14,12 +15,14 @@ use std::sync::Arc;
 
 use heartline_core::conn::{Env, Limits as ConnLimits, WelcomeSettings};
 use heartline_core::feed::Feed;
-use heartline_core::presence::{BlockList, Change, Presence};
+use heartline_core::presence::{BlockList, Change, Presence, SessionId};
 use heartline_proto::auth::{AuthError, Claims, UdpKeys, UdpPeer};
 use heartline_proto::udp::Key;
 use heartline_proto::Stats;
 
+use super::api_sessions::ApiSessions;
 use super::jwt::{is_jwt, JwtError, JwtKeys};
+use super::outbox::Interrupt;
 use super::registry::Registry;
 use super::reload::{Keys, Limits};
 use crate::metrics::Metrics;
@@ -38,6 +41,8 @@ pub(crate) struct Node {
     pub(crate) welcome: WelcomeSettings,
     pub(crate) limits: Arc<Limits>,
     pub(crate) registry: Arc<Registry>,
+    /// Sessions the admin API opened, with no connection behind them.
+    pub(crate) api_sessions: ApiSessions,
     pub(crate) metrics: Arc<Metrics>,
     /// Read for the last seen of users not in memory, off the runtime.
     pub(crate) last_seen: Store,
@@ -47,6 +52,15 @@ impl Node {
     /// Carries a presence change to the connections watching its user.
     pub(crate) fn deliver(&self, change: Change) {
         self.registry.deliver(change, &*self.feed, &self.metrics);
+    }
+
+    /// `session`, owned by `owner`, ended outside its owner (`Expired` by
+    /// the presence wheel, `Disconnected` by the admin API): the owner — a
+    /// server-side session's record or a client connection — is told.
+    pub(crate) fn session_ended(&self, session: SessionId, owner: u32, why: Interrupt) {
+        if !self.api_sessions.ended(owner) {
+            self.registry.session_ended(session, owner, why);
+        }
     }
 
     /// The totals STATS and the admin API report.

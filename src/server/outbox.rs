@@ -52,11 +52,14 @@ pub(crate) enum Batch {
 }
 
 /// News for a connection from elsewhere in the server, which its machine
-/// turns into effects (`heartline_core::conn::Connection::expired`, `drain`).
+/// turns into effects (`heartline_core::conn::Connection::expired`,
+/// `disconnected`, `drain`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Interrupt {
     /// The presence wheel ended the connection's session.
     Expired,
+    /// The admin API ended the connection's session (a user's disconnect).
+    Disconnected,
     /// The server is stopping.
     Drain,
 }

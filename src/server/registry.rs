@@ -47,14 +47,20 @@ impl Registry {
     /// fresh id that is never 0 and never reused while the daemon runs,
     /// short of 2^32 connections.
     pub(crate) fn add(&self, outbox: Arc<Outbox>, transport: Transport) -> u32 {
-        let id = loop {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-            if id != 0 {
-                break id;
-            }
-        };
+        let id = self.fresh_id();
         self.conns.insert(id, ConnEntry { outbox, viewer: None, session: None, udp_gateway: None, transport });
         id
+    }
+
+    /// An owner id no connection has or will have: for the admin API's
+    /// server-side sessions, which have no connection.
+    pub(crate) fn fresh_id(&self) -> u32 {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if id != 0 {
+                return id;
+            }
+        }
     }
 
     /// The connection passed HELLO.
@@ -126,10 +132,17 @@ impl Registry {
         }
     }
 
-    /// The presence wheel ended `session`: its connection's machine closes it.
-    pub(crate) fn expired(&self, session: SessionId, owner: u32) {
+    /// Whether `owner` is the live client connection holding `session`.
+    pub(crate) fn owns(&self, owner: u32, session: SessionId) -> bool {
+        self.conns.get(&owner).is_some_and(|e| e.session == Some(session))
+    }
+
+    /// `session` ended outside its connection (the presence wheel: `Expired`;
+    /// the admin API: `Disconnected`): if `owner` is the client connection
+    /// that held it, its machine closes it.
+    pub(crate) fn session_ended(&self, session: SessionId, owner: u32, why: Interrupt) {
         if let Some(entry) = self.conns.get(&owner).filter(|e| e.session == Some(session)) {
-            entry.outbox.interrupt(Interrupt::Expired);
+            entry.outbox.interrupt(why);
         }
     }
 

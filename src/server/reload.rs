@@ -67,6 +67,11 @@ impl Keys {
         ring.keyring.verify(token, now_unix_s)
     }
 
+    /// A token for `claims`, signed with the current secret.
+    pub fn issue(&self, claims: &Claims) -> Vec<u8> {
+        self.read().keyring.issue(claims)
+    }
+
     /// Makes `next` the current secret; the current one stays valid as the
     /// previous for `window`. Returns the old and new fingerprints, or `None`
     /// when `next` is the current secret already.

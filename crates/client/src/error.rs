@@ -58,12 +58,15 @@ impl ClientError {
     }
 
     /// Whether connecting again could succeed: not for a refused token or an
-    /// unsupported version, which a retry would only repeat.
+    /// unsupported version, which a retry would only repeat, nor after
+    /// DISCONNECTED: the application ended the user's sessions and does not
+    /// want them back on their own.
     pub(crate) fn worth_retrying(&self) -> bool {
         !matches!(
             self.code(),
             Some(
-                ErrorCode::BadToken
+                ErrorCode::Disconnected
+                    | ErrorCode::BadToken
                     | ErrorCode::TokenExpired
                     | ErrorCode::UnsupportedVersion
                     | ErrorCode::Malformed

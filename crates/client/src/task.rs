@@ -623,7 +623,7 @@ impl Task {
     /// Connects again, after `not_before` or a short random delay, then with
     /// jittered exponential back-off. Commands wait meanwhile.
     async fn reconnect(&mut self, not_before: Option<Instant>, why: ClientError) -> Result<Conn, Exit> {
-        let Some(backoff) = self.config.reconnect else {
+        let Some(backoff) = self.config.reconnect.filter(|_| why.worth_retrying()) else {
             return Err(Exit::Failed(why));
         };
         let mut at = not_before.unwrap_or_else(|| Instant::now() + backoff.delay(0));

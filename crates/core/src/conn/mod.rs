@@ -189,10 +189,22 @@ impl Connection {
     /// The presence wheel ended this connection's session (its TTL ran out):
     /// ERROR SESSION_EXPIRED, and the connection ends with no grace window.
     pub fn expired(&mut self, out: &mut Vec<Effect>) -> Flow {
+        self.session_ended(error(0, ErrorCode::SessionExpired, "no heartbeat within the TTL"), out)
+    }
+
+    /// The application's backend ended this connection's session (the admin
+    /// API's disconnect, [`Presence::end_user`]): ERROR DISCONNECTED, and the
+    /// connection ends with no grace window.
+    pub fn disconnected(&mut self, out: &mut Vec<Effect>) -> Flow {
+        self.session_ended(error(0, ErrorCode::Disconnected, "disconnected by the server"), out)
+    }
+
+    /// The session ended elsewhere: nothing is left to detach when the transport ends.
+    fn session_ended(&mut self, last: Message, out: &mut Vec<Effect>) -> Flow {
         if let Phase::Client { .. } = self.phase {
             self.phase = Phase::Done;
         }
-        self.close(Some(error(0, ErrorCode::SessionExpired, "no heartbeat within the TTL")), out)
+        self.close(Some(last), out)
     }
 
     /// The server is stopping (DRAINING, SPEC.md §5.2): GOAWAY after what is

@@ -512,6 +512,40 @@ fn a_fatal_error_puts_the_session_in_grace_not_the_end() {
 }
 
 #[test]
+fn a_disconnect_ends_every_session_of_the_user_at_once() {
+    let mut w = World::new();
+    let watcher = w.watcher(&[1]);
+    let (phone, _) = w.client(1);
+    let (laptop, _) = w.client(1);
+    w.send(laptop, Message::SetStatus { req: 1, session: None, status: Status::Busy, text: Text::default() });
+    w.drop_transport(phone);
+    let (other, _) = w.client(2);
+    w.take(watcher);
+    w.take(laptop);
+
+    // The shell's part: end the sessions, tell their connections, deliver the change.
+    let (ended, change) = w.presence.end_user(1, w.now);
+    assert_eq!(ended.len(), 2, "the live session and the one in its grace window");
+    for (session, owner) in ended {
+        if w.peers.get(&owner).is_some_and(|p| !p.closed && p.machine.session() == Some(session)) {
+            let mut out = Vec::new();
+            w.peer(owner).machine.disconnected(&mut out);
+            w.carry_out(owner, out);
+        }
+    }
+    w.deliver(change.expect("others see the user go offline"));
+
+    assert_eq!(codes(&w.take(laptop)), [Some(ErrorCode::Disconnected)]);
+    assert!(w.closed(laptop));
+    assert_eq!(pushed_statuses(&w.take(watcher), 1), [Status::Offline], "one change, no busy → online in between");
+    w.advance(u64::from(GRACE_MS) + 2 * TICK_MS);
+    assert!(w.take(watcher).is_empty(), "no grace window left to end");
+    assert_eq!(w.presence.totals().sessions, 1, "user 2 is untouched");
+    assert!(!w.closed(other));
+    assert_eq!(w.presence.end_user(1, w.now), (Vec::new(), None), "nothing left to end");
+}
+
+#[test]
 fn queries_of_users_not_in_memory_read_the_store() {
     let mut w = World::new();
     w.store.insert(9, T0 - 60_000);

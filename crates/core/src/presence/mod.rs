@@ -287,6 +287,15 @@ impl Presence {
         self.with_session(session, |shard, slot| shard.close(slot, owner, now, &self.timing))
     }
 
+    /// Ends every session of `user` (live or in grace) at once, as the
+    /// admin API's disconnect does: the ended sessions with their owners,
+    /// and the one change to deliver. Scans the user's shard.
+    pub fn end_user(&self, user: u64, now_ms: u64) -> (Vec<(SessionId, u32)>, Option<Change>) {
+        let (index, now) = (shard_of_user(user), self.now(now_ms));
+        let (ended, change) = self.shard(index).end_user(user, now, &self.timing);
+        (ended.into_iter().map(|(slot, owner)| (session_id(index, slot), owner)).collect(), change)
+    }
+
     /// The owner's connection was lost: the session enters its grace window.
     pub fn detach(&self, session: SessionId, owner: u32, now_ms: u64) -> Result<(), SessionError> {
         let now = self.now(now_ms);

@@ -389,6 +389,26 @@ impl Shard {
         Ok(self.end(slot, now.tick, now, true, timing))
     }
 
+    /// Ends every session of `user_id`, live or in its grace window, at
+    /// once; returns them with their owners, and the change others see (the
+    /// last one: the sessions end together, so no status in between shows).
+    /// A scan of the shard's sessions: for rare, deliberate calls.
+    pub(super) fn end_user(&mut self, user_id: u64, now: Now, timing: &Timing) -> (Vec<(u32, u32)>, Option<Change>) {
+        let Some(user) = self.find_user(user_id) else { return (Vec::new(), None) };
+        let ended: Vec<(u32, u32)> = (0..self.sessions.high_water())
+            .filter_map(|slot| {
+                let rec = self.sessions.get(slot)?;
+                let live = matches!(rec.state, State::Active | State::Grace);
+                (live && rec.user == user).then_some((slot, rec.owner))
+            })
+            .collect();
+        let mut change = None;
+        for &(slot, _) in &ended {
+            change = self.end(slot, now.tick, now, true, timing).or(change);
+        }
+        (ended, change)
+    }
+
     /// The owner's connection was lost: the session enters its grace window.
     pub(super) fn detach(&mut self, slot: u32, owner: u32, now: Now, timing: &Timing) -> Result<(), SessionError> {
         let rec = self.owned(slot, owner)?;

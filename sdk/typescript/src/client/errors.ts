@@ -59,8 +59,12 @@ export class TimeoutError extends HeartlineError {}
 /** A request the server would refuse as a protocol violation, so it was never sent. */
 export class InvalidArgumentError extends HeartlineError {}
 
-/** Codes after which reconnecting would only repeat the refusal. */
+/**
+ * Codes after which reconnecting would only repeat the refusal, and DISCONNECTED: the
+ * application ended the user's sessions and does not want them back on their own.
+ */
 const NOT_WORTH_RETRYING: ReadonlySet<ErrorCodeName> = new Set<ErrorCodeName>([
+  "DISCONNECTED",
   "BAD_TOKEN",
   "TOKEN_EXPIRED",
   "UNSUPPORTED_VERSION",

@@ -27,6 +27,7 @@ export const ErrorCode = {
   UNAVAILABLE: 17,
   TOO_MANY_CONNECTIONS: 18,
   INTERNAL: 19,
+  DISCONNECTED: 20,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -49,11 +50,12 @@ const FATAL: ReadonlySet<ErrorCodeName> = new Set<ErrorCodeName>([
   "SLOW_CONSUMER",
   "SESSION_EXPIRED",
   "TOO_MANY_CONNECTIONS",
+  "DISCONNECTED",
 ]);
 
 /**
  * The name of a code received in an ERROR frame. Codes this version does not define
- * (0, 20..=65,535) read as INTERNAL (§9.3).
+ * (0, 21..=65,535) read as INTERNAL (§9.3).
  */
 export function errorCodeName(code: number): ErrorCodeName {
   return NAME_BY_NUMBER.get(code) ?? "INTERNAL";
