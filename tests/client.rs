@@ -154,6 +154,20 @@ async fn a_dropped_connection_is_resumed_and_watched_again() {
 }
 
 #[tokio::test]
+async fn the_state_changes_only_when_the_connection_does() {
+    let daemon = Daemon::start().await;
+    let proxy = Proxy::start(daemon.running.tcp).await;
+    let client = connect_through(&proxy, &daemon, 25).await;
+    let state = client.state();
+    // A round trip: by its reply the task has set up the first connection.
+    client.stats().await.unwrap();
+    assert!(!state.has_changed().unwrap(), "the first connection announced again: {:?}", *state.borrow());
+    proxy.cut(None);
+    assert!(reconnected(&client).await, "not resumed");
+    assert!(state.has_changed().unwrap(), "a reconnection is announced");
+}
+
+#[tokio::test]
 async fn goaway_reconnects_after_the_requested_delay() {
     let daemon = Daemon::start().await;
     let proxy = Proxy::start(daemon.running.tcp).await;

@@ -497,6 +497,57 @@ async fn metrics_probes_and_json_api() {
     assert_eq!(get(admin, "/healthz", None).await.0, 200);
 }
 
+/// The value of a series without labels, fractional or not; `None` if absent.
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    let line = metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?;
+    Some(line.parse().unwrap_or_else(|_| panic!("{name} is {line:?}")))
+}
+
+#[tokio::test]
+async fn process_series_and_the_info_summary() {
+    let daemon = Daemon::start().await;
+    let admin = daemon.running.admin;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let metrics = daemon.metrics().await;
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(metrics.contains(&format!("\n# HELP {name} ")), "no HELP for {name}:\n{metrics}");
+        assert!(metrics.contains(&format!("\n# TYPE {name} {kind}\n{name} ")), "no TYPE {kind} for {name}");
+    }
+    let value = |name| gauge(&metrics, name).unwrap();
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    let rss = value("process_resident_memory_bytes");
+    assert!(rss > 0.0 && value("process_virtual_memory_bytes") >= rss);
+    assert!((3.0..=value("process_max_fds")).contains(&value("process_open_fds")));
+    // The daemon runs in the test's process, which started a moment ago.
+    let started = value("process_start_time_seconds");
+    assert!((now.as_secs_f64() - 600.0..=now.as_secs_f64() + 1.0).contains(&started), "started at {started}");
+
+    let _user = daemon.user(8).await;
+    let (status, body) = get(admin, "/v1/info", None).await;
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["pid"], std::process::id());
+    for (count, expected) in [("online_users", 1), ("sessions", 1), ("watches", 0), ("connections", 1), ("posts", 0)] {
+        assert_eq!(info[count], expected, "{count} in {info}");
+    }
+    assert_eq!(info["store_up"], true);
+    assert!(info["rss_bytes"].as_u64().unwrap() > 0, "{info}");
+    let started_at_ms = info["started_at_ms"].as_u64().unwrap();
+    assert!(started_at_ms.abs_diff((started * 1e3) as u64) <= 10, "{started_at_ms} vs {started}");
+    let uptime_s = info["uptime_s"].as_u64().unwrap();
+    assert_eq!(uptime_s, (info["now_ms"].as_u64().unwrap() - started_at_ms) / 1_000);
+    let refused = http(admin, "POST", "/v1/info", None, "").await;
+    assert_eq!((refused.status, refused.header("allow")), (405, Some("GET")));
+}
+
 #[tokio::test]
 async fn a_configured_admin_token_guards_everything_but_the_probes() {
     let daemon = Daemon::start_with(|c| c.admin.token = Some("s3cret".into())).await;
@@ -507,6 +558,8 @@ async fn a_configured_admin_token_guards_everything_but_the_probes() {
     assert_eq!(get(admin, "/v1/stats", Some("wrong")).await.0, 401);
     assert_eq!(get(admin, "/metrics", Some("s3cret")).await.0, 200);
     assert_eq!(get(admin, "/v1/stats", Some("s3cret")).await.0, 200);
+    assert_eq!(get(admin, "/v1/info", None).await.0, 401);
+    assert_eq!(get(admin, "/v1/info", Some("s3cret")).await.0, 200);
 }
 
 fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {

@@ -1,7 +1,7 @@
 //! The JSON API for web backends and the dashboard: one user's presence,
 //! many users' presence, a user's follower and following counts — what
-//! QUERY and GRAPH give protocol clients — and a snapshot of the server's
-//! counters and gauges.
+//! QUERY and GRAPH give protocol clients — a snapshot of the server's
+//! counters and gauges, and a summary of the daemon for `heartline ctl info`.
 //!
 //! Owns request parsing and the JSON shapes. It must not apply privacy
 //! itself: entries come from [`Backend::presence`] as an unrelated viewer
@@ -22,7 +22,7 @@ use hyper::{Response, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::write::refuse;
-use super::{json, Backend, Body, Transport};
+use super::{json, process, Backend, Body, Transport};
 use crate::metrics::{Histogram, BUCKETS_US};
 use heartline_proto::{ErrorCode, PresenceEntry, Stats, Status};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -98,7 +98,7 @@ pub fn not_found() -> Response<Body> {
 
 pub const BAD_ID: &str = "the user id must be an unsigned 64-bit integer";
 
-/// One presence entry as JSON.
+/// One presence entry as JSON (here and in `heartline ctl --json`).
 #[derive(Serialize, ToSchema)]
 #[schema(as = PresenceEntry)]
 pub struct Entry<'a> {
@@ -255,7 +255,7 @@ struct Snapshot {
 /// not walk the connections, unlike `/metrics`).
 pub fn stats(backend: &dyn Backend) -> Response<Body> {
     let (m, gauges, transports) = (backend.metrics(), backend.gauges(), backend.transports());
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_ms = unix_ms();
     let snapshot = Snapshot {
         version: env!("CARGO_PKG_VERSION"),
         now_ms,
@@ -276,6 +276,61 @@ pub fn stats(backend: &dyn Backend) -> Response<Body> {
         store: Store { up: gauges.store_up, commit: (&m.store_commit).into() },
     };
     json(StatusCode::OK, &snapshot)
+}
+
+/// `GET /v1/info`: the daemon at a glance, as `heartline ctl info` shows
+/// it. Cheap: a few small files of `/proc/self` and the gauges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    /// The daemon's version.
+    pub version: String,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// When the process started, Unix ms (`None`, as for every figure of
+    /// the process, where `/proc` cannot be read).
+    pub started_at_ms: Option<u64>,
+    /// Whole seconds since then.
+    pub uptime_s: Option<u64>,
+    /// Resident memory.
+    pub rss_bytes: Option<u64>,
+    /// The daemon's clock, Unix ms.
+    pub now_ms: u64,
+    /// STATS_REPLY's totals: online users, sessions, watches, connections
+    /// past HELLO.
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// Stream connections open, HELLO done or not.
+    pub connections_open: u64,
+    /// Posts accepted since start.
+    pub posts: u64,
+    /// Whether the durable store takes writes.
+    pub store_up: bool,
+}
+
+/// `GET /v1/info`.
+pub fn info(backend: &dyn Backend) -> Response<Body> {
+    let now_ms = unix_ms();
+    let stat = process::stat();
+    let started_at_ms = stat.map(|s| (s.start_time_s * 1e3) as u64);
+    let gauges = backend.gauges();
+    let info = Info {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        started_at_ms,
+        uptime_s: started_at_ms.map(|at| now_ms.saturating_sub(at) / 1_000),
+        rss_bytes: stat.map(|s| s.resident_bytes),
+        now_ms,
+        stats: gauges.stats,
+        connections_open: gauges.connections_open,
+        posts: backend.metrics().posts.get(),
+        store_up: gauges.store_up,
+    };
+    json(StatusCode::OK, &info)
+}
+
+/// The daemon's clock, Unix ms.
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Entries for `users`; offline users are read from the store, so off the runtime.

@@ -10,14 +10,16 @@
 //! the metrics, lookups, and the few writes the API offers — never the
 //! server's internals (this module does not import `crate::server`).
 //! Series are defined in `crate::metrics`, rendered in [`prometheus`]; the
-//! dashboard's embedded files are in [`dashboard`]. The dashboard's files
-//! and the OpenAPI document load without the token (they hold no data);
-//! everything else needs it.
+//! dashboard's embedded files are in [`dashboard`]; the process's own
+//! figures (`/proc/self`) in [`process`]. The dashboard's files and the
+//! OpenAPI document load without the token (they hold no data); everything
+//! else needs it.
 
 pub mod api;
 pub mod dashboard;
 pub mod idempotency;
 pub mod openapi;
+pub mod process;
 pub mod prometheus;
 pub mod write;
 
@@ -195,13 +197,14 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             response
         }
         (&Method::GET, "/v1/stats") => api::stats(&*state.backend),
+        (&Method::GET, "/v1/info") => api::info(&*state.backend),
         (&Method::POST, "/v1/presence/query") => api::query(state.backend.clone(), req.into_body()).await,
         (&Method::GET, p) if p.starts_with("/v1/presence/") && p != "/v1/presence/query" => {
             api::presence(state.backend.clone(), &p["/v1/presence/".len()..]).await
         }
         (&Method::GET, p) if p.starts_with("/v1/graph/") => api::graph(&*state.backend, &p["/v1/graph/".len()..]),
         (_, "/v1/presence/query") => method_not_allowed("POST"),
-        (_, "/metrics" | "/v1/stats") => method_not_allowed("GET"),
+        (_, "/metrics" | "/v1/stats" | "/v1/info") => method_not_allowed("GET"),
         (_, p) if p.starts_with("/v1/presence/") || p.starts_with("/v1/graph/") => method_not_allowed("GET"),
         (_, p) if p.starts_with("/v1/users/") || p == "/v1/tokens" => writes(state, req).await,
         _ => api::not_found(),

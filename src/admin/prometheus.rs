@@ -1,6 +1,7 @@
 //! The Prometheus text exposition format (version 0.0.4) of the server's
-//! metrics: the counters and histograms of `crate::metrics`, and the
-//! gauges a [`Backend`] reads from the live state at scrape time.
+//! metrics: the counters and histograms of `crate::metrics`, the gauges a
+//! [`Backend`] reads from the live state at scrape time, and the process's
+//! own figures under the standard `process_*` names ([`super::process`]).
 //!
 //! Owns series names, labels and help texts. It must not keep state: every
 //! scrape renders afresh. Reading the queue gauges locks each connection's
@@ -8,9 +9,9 @@
 //! connections a scrape costs tens of milliseconds of one thread, so scrape
 //! every 10 s or slower.
 
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 
-use super::Backend;
+use super::{process, Backend};
 use crate::metrics::{CloseReason, Counter, Histogram, Refused, Transport, BUCKETS_US};
 use heartline_proto::udp::DropReason;
 use heartline_proto::ErrorCode;
@@ -38,14 +39,14 @@ impl Exposition {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &str, value: u64) {
+    fn sample(&mut self, name: &str, labels: &str, value: impl Display) {
         let _ = match labels {
             "" => writeln!(self.0, "{name} {value}"),
             labels => writeln!(self.0, "{name}{{{labels}}} {value}"),
         };
     }
 
-    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+    fn gauge(&mut self, name: &str, help: &str, value: impl Display) {
         self.family(name, "gauge", help);
         self.sample(name, "", value);
     }
@@ -211,5 +212,28 @@ pub fn render(backend: &dyn Backend) -> String {
         "path",
         reads.map(|(path, c)| (path, c.get())),
     );
+    render_process(&mut out);
     out.0
+}
+
+/// The series of Prometheus' process collector, with its help texts; each
+/// one the platform cannot read is left out.
+fn render_process(out: &mut Exposition) {
+    if let Some(stat) = process::stat() {
+        out.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+        out.sample("process_cpu_seconds_total", "", stat.cpu_seconds);
+        out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", stat.resident_bytes);
+        out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", stat.virtual_bytes);
+        out.gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            stat.start_time_s,
+        );
+    }
+    if let Some(open) = process::open_fds() {
+        out.gauge("process_open_fds", "Number of open file descriptors.", open);
+    }
+    if let Some(max) = process::max_fds() {
+        out.gauge("process_max_fds", "Maximum number of open file descriptors.", max);
+    }
 }

@@ -225,6 +225,9 @@ impl Client {
     }
 
     /// Follows the connection's state (for example to show "reconnecting").
+    /// The receiver starts with the first connection's [`State::Connected`]
+    /// already seen: it changes only when that connection is lost, so every
+    /// later `Connected` it yields is a reconnection.
     pub fn state(&self) -> watch::Receiver<State> {
         self.inner.state.clone()
     }

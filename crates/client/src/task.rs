@@ -358,6 +358,12 @@ impl Task {
                     match self.reconnect(not_before, why).await {
                         Ok(next) => {
                             conn = next;
+                            // Announced here and only here: the first
+                            // connection is the state `Client::connect` starts
+                            // with, and announcing it again would read as a
+                            // reconnection to whoever follows the state.
+                            let connected = State::Connected { welcome: conn.welcome.clone(), resumed: conn.resumed };
+                            self.state.send_replace(connected);
                             continue;
                         }
                         Err(exit) => exit,
@@ -368,12 +374,11 @@ impl Task {
         }
     }
 
-    /// Announces the connection and restores what the previous one had: the
-    /// status, the watch set, LIVE; then sends what waited.
+    /// Restores on a new connection (announced by `run`) what the previous
+    /// one had: the status, the watch set, LIVE; then sends what waited.
     async fn established(&mut self, conn: &mut Conn) -> Result<(), Flow> {
         let lost = |why| Flow::Lost { not_before: None, why };
         self.resume = if conn.role == Role::Client { conn.welcome.session } else { 0 };
-        self.state.send_replace(State::Connected { welcome: conn.welcome.clone(), resumed: conn.resumed });
         // Also when "resumed": the reference server numbers sessions by slot,
         // so a new session (after a restart, or once the grace window ended)
         // can get the very id asked for. Setting the same status and text
