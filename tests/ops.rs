@@ -323,6 +323,11 @@ async fn sighup_rotates_the_secret_keeping_the_old_one_and_reloads_limits() {
     assert_eq!(process.hello(new.clone()).await.err(), Some(Some(ErrorCode::BadToken)), "not before the reload");
     std::fs::write(process.dir.path().join("heartline.toml"), config_text(1)).unwrap();
     process.signal(libc::SIGHUP);
+    // systemd sees the reload: RELOADING=1 with the monotonic time, then READY=1 once it is applied.
+    let reloading = process.expect("RELOADING=1").await;
+    assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading}");
+    let ready = process.expect("READY=1").await;
+    assert!(ready.contains(&format!("STATUS={}", process.status)), "the start's STATUS again: {ready}");
     let until = tokio::time::Instant::now() + PATIENCE;
     let mut client = loop {
         match process.hello(new.clone()).await {
