@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use heartline::auth::{self, Claims, Keyring, Subject};
 use heartline::config::{Config, Overrides};
 
@@ -30,6 +30,19 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     /// Talk to a running daemon: presence, posts, timelines, the graph, stats.
     Ctl(heartline::ctl::Args),
+}
+
+/// `heartline generate-assets --out DIR`, for packaging: hidden, and added to
+/// [`Cli`]'s command only when parsing (see [`main`]), so that the man pages
+/// and completions it writes from [`Cli`] do not offer it.
+const GENERATE_ASSETS: &str = "generate-assets";
+
+#[derive(Args)]
+struct GenerateAssetsArgs {
+    /// Where to write `man/` (heartline.1 and a page per subcommand) and
+    /// `completions/` (bash, zsh, fish); created if missing.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -94,7 +107,15 @@ impl Common {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let generate = GenerateAssetsArgs::augment_args(clap::Command::new(GENERATE_ASSETS))
+        .about("Write the man pages and shell completions of this command line")
+        .hide(true);
+    let matches = Cli::command().subcommand(generate).get_matches();
+    if let Some(matches) = matches.subcommand_matches(GENERATE_ASSETS) {
+        return generate_assets(GenerateAssetsArgs::from_arg_matches(matches)?);
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
         Command::CheckConfig(args) => check_config(args),
@@ -146,6 +167,36 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
         config.admin.token = Some("<redacted>".into());
     }
     print!("{}", config.to_toml());
+    Ok(())
+}
+
+/// The man pages and completions come from [`Cli`] itself, so they can never
+/// describe flags the binary does not have.
+fn generate_assets(args: GenerateAssetsArgs) -> anyhow::Result<()> {
+    use clap_complete::Shell;
+    let (man, completions) = (args.out.join("man"), args.out.join("completions"));
+    for dir in [&man, &completions] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // heartline.1, heartline-serve.1, …, heartline-ctl-presence-get.1: every visible
+    // subcommand, nested ones too, each footed "heartline VERSION" (clap_mangen's own
+    // generate_to would foot them with the subcommand's name alone).
+    fn pages(command: &clap::Command, dir: &std::path::Path, source: &str) -> std::io::Result<()> {
+        for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+            pages(sub, dir, source)?;
+        }
+        clap_mangen::Man::new(command.clone()).source(source).generate_to(dir).map(drop)
+    }
+    // Built once from the top, so that nested pages are named and titled by their whole path.
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    let source = format!("heartline {}", env!("CARGO_PKG_VERSION"));
+    pages(&command, &man, &source).context("cannot write the man pages")?;
+    // heartline.bash, _heartline (zsh), heartline.fish.
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "heartline", &completions)
+            .with_context(|| format!("cannot write the {shell} completion"))?;
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Operations against the real daemon: systemd readiness, watchdog, socket
 //! activation, graceful SIGTERM, SIGHUP reload (run as the built binary, the
-//! way systemd runs it), the HTTP admin API (in process), and the example
-//! config in systemd/.
+//! way systemd runs it), the HTTP admin API (in process), the example config
+//! in systemd/, and the man pages and completions the Debian package ships.
 
 mod common;
 #[path = "common/pki.rs"]
@@ -323,6 +323,11 @@ async fn sighup_rotates_the_secret_keeping_the_old_one_and_reloads_limits() {
     assert_eq!(process.hello(new.clone()).await.err(), Some(Some(ErrorCode::BadToken)), "not before the reload");
     std::fs::write(process.dir.path().join("heartline.toml"), config_text(1)).unwrap();
     process.signal(libc::SIGHUP);
+    // systemd sees the reload: RELOADING=1 with the monotonic time, then READY=1 once it is applied.
+    let reloading = process.expect("RELOADING=1").await;
+    assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading}");
+    let ready = process.expect("READY=1").await;
+    assert!(ready.contains(&format!("STATUS={}", process.status)), "the start's STATUS again: {ready}");
     let until = tokio::time::Instant::now() + PATIENCE;
     let mut client = loop {
         match process.hello(new.clone()).await {
@@ -607,6 +612,31 @@ fn the_example_config_names_every_setting_at_its_default() {
     assert_eq!(keys(&text), keys(&Config::default().to_toml()), "the example must name every setting");
     // The optional token is documented, commented out.
     assert!(text.contains("\n# token = "));
+}
+
+/// What packaging/build-deb puts in the package: a man page per visible
+/// command, nested ones too, and bash, zsh and fish completions, none of them
+/// offering the hidden generate-assets itself.
+#[test]
+fn generate_assets_writes_man_pages_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["generate-assets".as_ref(), "--out".as_ref(), dir.path().as_os_str()], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).unwrap();
+    for command in ["heartline", "heartline-serve", "heartline-token", "heartline-check-config", "heartline-ctl"] {
+        let page = read(&format!("man/{command}.1"));
+        assert!(page.contains(&format!(".TH {command} 1")), "{command}.1:\n{page}");
+        assert!(!page.contains("generate"), "{command}.1 offers generate-assets");
+    }
+    assert!(read("man/heartline-serve.1").contains("data\\-dir"), "serve's flags are on its page");
+    assert!(read("man/heartline-ctl-presence-set.1").contains("hold"), "nested subcommands have pages");
+    for completion in ["completions/heartline.bash", "completions/_heartline", "completions/heartline.fish"] {
+        let text = read(completion);
+        assert!(text.contains("check-config") && text.contains("data-dir"), "{completion}");
+        assert!(!text.contains("generate-assets"), "{completion} offers generate-assets");
+    }
+    let help = run(&["--help".as_ref()], &[]);
+    assert!(!String::from_utf8(help.stdout).unwrap().contains("generate"), "hidden from --help");
 }
 
 #[test]

@@ -282,8 +282,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             listening.push_str(&format!(", {name} {addr}"));
         }
     }
-    systemd::tell(&format!("READY=1\nSTATUS=listening on {listening}"));
-    let reloadable = Reloadable { keys, limits, certs, secret_path, applied: config, stop };
+    let status = format!("listening on {listening}");
+    systemd::tell(&format!("READY=1\nSTATUS={status}"));
+    let reloadable = Reloadable { keys, limits, certs, secret_path, applied: config, status, stop };
     Ok(Running { tcp, udp, admin, ws: ws_addr, tls: tls_addr, reloadable: Some(reloadable), shutdown, task })
 }
 

@@ -246,6 +246,8 @@ pub struct Reloadable {
     pub(crate) secret_path: PathBuf,
     /// The settings in force.
     pub(crate) applied: Config,
+    /// The STATUS of READY=1 at start (the listeners), sent again after each reload.
+    pub(crate) status: String,
     pub(crate) stop: CancellationToken,
 }
 
@@ -263,16 +265,30 @@ pub async fn on_sighup(
             received = hup.recv() => if received.is_none() { return },
         }
         tracing::info!("SIGHUP: reloading the configuration and the token secret");
-        match load() {
-            Ok(next) => {
-                target.reload(next);
-            }
-            Err(e) => tracing::error!(error = %e, "reload refused: the configuration is invalid; nothing changed"),
-        }
+        target.reload_notifying(&load, super::systemd::tell);
     }
 }
 
 impl Reloadable {
+    /// One SIGHUP: loads the file and applies it, between `RELOADING=1` (before the
+    /// file is read) and `READY=1` (once it is applied, or refused) to the service
+    /// manager through `tell`. READY=1 restores the STATUS line of the start, and
+    /// says when the last reload was refused, as `systemctl status` shows it.
+    pub(crate) fn reload_notifying(&mut self, load: impl FnOnce() -> Result<Config, ConfigError>, tell: impl Fn(&str)) {
+        tell(&super::systemd::reloading());
+        let status = match load() {
+            Ok(next) => {
+                self.reload(next);
+                self.status.clone()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the configuration is invalid; nothing changed");
+                format!("{}; last reload refused: invalid configuration", self.status)
+            }
+        };
+        tell(&format!("READY=1\nSTATUS={status}"));
+    }
+
     /// Applies the reloadable part of `next` (compared with the settings in
     /// force) and the secret file, and logs each change and each setting
     /// that needs a restart.
@@ -388,6 +404,62 @@ mod tests {
         assert!(keys.verify(&old_token, 1_059).is_ok(), "inside the window");
         assert_eq!(keys.verify(&old_token, 1_060), Err(AuthError::BadSignature), "window over");
         assert!(keys.verify(&new_token, 1_061).is_ok());
+    }
+
+    /// A reload as systemd sees it: RELOADING=1 (with the monotonic time)
+    /// before the file is read, READY=1 once it is applied, and again when
+    /// it is refused, with the refusal in STATUS.
+    #[test]
+    fn a_reload_notifies_reloading_then_ready() {
+        use std::os::unix::net::UnixDatagram;
+        let dir = tempfile::tempdir().unwrap();
+        let secret_path = dir.path().join("secret");
+        let config = Config::default();
+        let mut target = Reloadable {
+            keys: Arc::new(Keys::new(crate::auth::load_or_create_secret(&secret_path).unwrap())),
+            limits: Arc::new(Limits::new(&config.limits, None)),
+            certs: None,
+            secret_path,
+            applied: config.clone(),
+            status: "listening on tcp 127.0.0.1:7400".into(),
+            stop: CancellationToken::new(),
+        };
+        let socket = dir.path().join("notify");
+        let receiver = UnixDatagram::bind(&socket).unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let next = || {
+            let mut buf = [0; 512];
+            let n = receiver.recv(&mut buf).expect("a notification is waiting");
+            String::from_utf8(buf[..n].to_vec()).unwrap()
+        };
+        let tell = |state: &str| crate::server::systemd::send(socket.as_os_str(), state).unwrap();
+        let reloading = |message: String| {
+            let lines: Vec<&str> = message.lines().collect();
+            assert_eq!(lines[0], "RELOADING=1", "{message}");
+            let usec = lines[1].strip_prefix("MONOTONIC_USEC=").expect("MONOTONIC_USEC");
+            assert!(usec.parse::<u64>().unwrap() > 0, "{message}");
+        };
+
+        let mut changed = config.clone();
+        changed.limits.max_watch = 3;
+        target.reload_notifying(
+            || {
+                reloading(next()); // sent before the file is read
+                Ok(changed)
+            },
+            tell,
+        );
+        assert_eq!(next(), "READY=1\nSTATUS=listening on tcp 127.0.0.1:7400");
+        assert_eq!(target.limits.max_watch(), 3, "applied before READY=1");
+
+        target.reload_notifying(|| Err(ConfigError::Invalid("bad".into())), tell);
+        reloading(next());
+        assert_eq!(
+            next(),
+            "READY=1\nSTATUS=listening on tcp 127.0.0.1:7400; last reload refused: invalid configuration"
+        );
+        assert_eq!(target.limits.max_watch(), 3, "nothing changed");
+        assert!(receiver.recv(&mut [0; 64]).is_err(), "nothing more");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The systemd service protocol, spoken without libsystemd: state
-//! notifications and watchdog pings to `$NOTIFY_SOCKET` (sd_notify(3)), and
+//! notifications (READY, RELOADING, STOPPING, STATUS) and watchdog pings to
+//! `$NOTIFY_SOCKET` (sd_notify(3)), and
 //! listening sockets handed over by socket activation (`LISTEN_FDS`,
 //! sd_listen_fds(3)).
 //!
@@ -30,7 +31,7 @@ pub fn notify(state: &str) -> io::Result<bool> {
 
 /// One datagram to a notification socket: a path, or `@name` in the
 /// abstract namespace.
-fn send(path: &std::ffi::OsStr, state: &str) -> io::Result<()> {
+pub(crate) fn send(path: &std::ffi::OsStr, state: &str) -> io::Result<()> {
     let socket = UnixDatagram::unbound()?;
     // A manager that stops reading must not stall a runtime thread: drop the message instead.
     socket.set_nonblocking(true)?;
@@ -53,6 +54,26 @@ pub fn tell(state: &str) {
     if let Err(e) = notify(state) {
         tracing::warn!(error = %e, state, "cannot notify the service manager");
     }
+}
+
+/// The notification that opens a reload: `RELOADING=1` with `MONOTONIC_USEC=`,
+/// the CLOCK_MONOTONIC time (µs) of the message. The reload ends with
+/// `READY=1`. systemd ≥ 253 (`Type=notify-reload`) needs the timestamp to tell
+/// this reload from an earlier one; older versions ignore the field and
+/// show the service as reloading until READY=1.
+pub fn reloading() -> String {
+    format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec())
+}
+
+/// CLOCK_MONOTONIC in microseconds, the clock systemd reads for MONOTONIC_USEC=.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime(2) writes one timespec through a pointer to a
+    // local that lives across the call; CLOCK_MONOTONIC is always supported.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    let (secs, nanos) = (u64::try_from(now.tv_sec).unwrap_or(0), u64::try_from(now.tv_nsec).unwrap_or(0));
+    secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000)
 }
 
 /// How often to ping the watchdog: half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3)
@@ -156,5 +177,17 @@ mod tests {
         let receiver = UnixDatagram::bind_addr(&addr).unwrap();
         send(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
         assert_eq!(received(&receiver), "STOPPING=1");
+    }
+
+    #[test]
+    fn reloading_carries_the_monotonic_time() {
+        let before = monotonic_usec();
+        let message = reloading();
+        let after = monotonic_usec();
+        let mut lines = message.lines();
+        assert_eq!(lines.next(), Some("RELOADING=1"));
+        let usec: u64 = lines.next().and_then(|l| l.strip_prefix("MONOTONIC_USEC=")).unwrap().parse().unwrap();
+        assert!((before..=after).contains(&usec), "{before} <= {usec} <= {after}");
+        assert_eq!(lines.next(), None);
     }
 }
