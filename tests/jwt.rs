@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use heartline::config::Config;
 use heartline_client::{Client as SdkClient, ClientConfig};
-use heartline_proto::codec::types as codec_types;
 use heartline_proto::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -146,7 +145,6 @@ async fn a_pyjwt_token_gets_a_welcome() {
     let run = tokio::process::Command::new("python3")
         .arg(&script)
         .args([&tcp.ip().to_string(), &tcp.port().to_string(), secret.to_str().unwrap(), "31"])
-        .arg(codec_types::WELCOME.to_string())
         .output();
     let output = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
