@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides { listen: args.listen, udp: args.udp, data_dir: args.common.data_dir.clone() };
     let config = args.common.load(overrides.clone())?;
-    heartline::logging::init(&config.log)?;
+    heartline::logging::init(&config.log, config.log_format)?;
     heartline::server::net::disable_transparent_huge_pages();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {

@@ -35,7 +35,10 @@ pub struct Config {
     /// Where the secret and the durable store live; created if missing.
     pub data_dir: PathBuf,
     /// Log filter (`info`, `heartline=debug`, …); `RUST_LOG` overrides it.
+    /// The storage engine's crates stay at warn unless it names them.
     pub log: String,
+    /// `text` (for people) or `json` (one object per line).
+    pub log_format: crate::logging::LogFormat,
     pub presence: Presence,
     pub limits: Limits,
     pub store: Store,
@@ -275,8 +278,8 @@ impl Default for Config {
             listen: local,
             udp: local,
             data_dir: PathBuf::from("heartline-data"),
-            // The store engine reports routine work at info.
-            log: "info,fjall=warn,lsm_tree=warn".into(),
+            log: "info".into(),
+            log_format: crate::logging::LogFormat::Text,
             presence: Presence::default(),
             limits: Limits::default(),
             store: Store::default(),
@@ -533,6 +536,7 @@ mod tests {
             "limits",
             "listen",
             "log",
+            "log_format",
             "presence",
             "store",
             "tls",
