@@ -2,6 +2,7 @@
 //! hands over to the library. anyhow lives here and nowhere else.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -93,16 +94,37 @@ impl Common {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let done = match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
         Command::CheckConfig(args) => check_config(args),
-        Command::Ctl(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            Ok(runtime.block_on(heartline::ctl::run(args))?)
+        Command::Ctl(args) => ctl(args),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Says why the command failed, once: the message and each cause after it
+/// on one line (`a: b: c`), without a backtrace. Once `serve` has installed
+/// the logger, as an error event (JSON when the logs are, with its priority
+/// in the journal); before, on stderr.
+fn report(e: &anyhow::Error) {
+    if heartline::logging::installed() {
+        tracing::error!("{e:#}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
+fn ctl(args: heartline::ctl::Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(heartline::ctl::run(args))?)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -139,8 +161,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(Some(&args.file), &Overrides::default())
-        .with_context(|| format!("{} is not a valid configuration", args.file.display()))?;
+    // The message names the file (or the variable) and the setting.
+    let mut config = Config::load(Some(&args.file), &Overrides::default()).context("invalid configuration")?;
     // This output ends up in terminals and tickets: never the admin token itself.
     if config.admin.token.is_some() {
         config.admin.token = Some("<redacted>".into());
@@ -155,7 +177,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let secret = if args.init {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-        auth::load_or_create_secret(&path).context("cannot read the secret")?
+        auth::load_or_create_secret(&path).with_context(|| format!("cannot read the secret {}", path.display()))?
     } else {
         match auth::load_secret(&path) {
             // A token signed with a secret no daemon uses would be refused:
@@ -165,7 +187,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
                  `heartline serve` creates it at its first start; pass --init to create it now",
                 path.display()
             ),
-            loaded => loaded.context("cannot read the secret")?,
+            loaded => loaded.with_context(|| format!("cannot read the secret {}", path.display()))?,
         }
     };
     let subject = match (args.subject.user, args.subject.gateway) {

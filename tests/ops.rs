@@ -1,7 +1,7 @@
 //! Operations against the real daemon: systemd readiness, watchdog, socket
-//! activation, graceful SIGTERM, SIGHUP reload, JSON logs (run as the built
-//! binary, the way systemd runs it), the HTTP admin API (in process), and the
-//! example config in systemd/.
+//! activation, graceful SIGTERM, SIGHUP reload, JSON logs and what a failed
+//! start prints (run as the built binary, the way systemd runs it), the HTTP
+//! admin API (in process), and the example config in systemd/.
 
 mod common;
 #[path = "common/pki.rs"]
@@ -302,6 +302,42 @@ async fn json_logs_are_one_object_per_line_and_the_storage_engine_stays_quiet() 
         };
         assert_eq!(*priority, Some(expected), "{record}");
     }
+}
+
+#[test]
+fn a_failed_start_prints_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // With RUST_BACKTRACE set, as in many developers' shells: still no backtrace.
+    let stderr = |args: &[&std::ffi::OsStr]| {
+        let output = run(args, &[("RUST_BACKTRACE", "1"), ("RUST_LOG", "info")]);
+        assert!(!output.status.success());
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let serve = |config: &Path| stderr(&["serve".as_ref(), "--config".as_ref(), config.as_os_str()]);
+
+    let missing = dir.path().join("missing.toml");
+    let message = serve(&missing);
+    assert_eq!(
+        message,
+        format!("error: invalid configuration: {}: No such file or directory (os error 2)\n", missing.display())
+    );
+    let (_dir, port) = write_config("listen = \"127.0.0.1:99999\"\n");
+    assert_eq!(
+        serve(&port),
+        format!("error: invalid configuration: {}: listen: invalid socket address syntax\n", port.display())
+    );
+    let message = stderr(&["check-config".as_ref(), missing.as_os_str()]);
+    assert_eq!(message.lines().count(), 1, "{message}");
+
+    // After the logger is installed, the failure is its last line, once.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let data = file.join("data");
+    let message = stderr(&["serve".as_ref(), "--data-dir".as_ref(), data.as_os_str()]);
+    assert_eq!(message.matches("Not a directory").count(), 1, "{message}");
+    let last = message.lines().last().unwrap();
+    assert!(last.contains(&format!("ERROR cannot use data dir {}: Not a directory", data.display())), "{message}");
+    assert!(!message.contains("Caused by") && !message.contains("backtrace"), "{message}");
 }
 
 #[test]
