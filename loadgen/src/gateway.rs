@@ -547,6 +547,7 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
 
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + p.duration;
+    p.timeline.ends_at(end.into_std());
     let mut watching = Vec::new();
     for (conn, friends) in watcher_conns.into_iter().zip(friend_lists) {
         watching.push(tokio::spawn(watcher(conn, friends, shared.clone(), p.timeline.clone(), end + DRAIN)));

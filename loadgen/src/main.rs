@@ -312,7 +312,8 @@ fn main() -> Result<()> {
     };
     if let Some(path) = &a.plot {
         let title = format!("{} {}, {} clients", report.scenario, report.mode, report.clients);
-        plot::write(path, &title, &timeline.rows()).with_context(|| format!("writing {}", path.display()))?;
+        plot::write(path, &title, &timeline.rows(), timeline.whole_seconds())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     emit(&report, Some(&timeline), a.common.json)
 }

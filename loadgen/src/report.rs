@@ -4,7 +4,7 @@
 //! second (JSON `timeline`, `--plot`). It reads no socket and draws nothing.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -210,6 +210,8 @@ pub(crate) struct Stat {
 #[derive(Debug)]
 pub(crate) struct Timeline {
     origin: Instant,
+    /// When the measured run ends ([`Timeline::ends_at`]).
+    end: OnceLock<Instant>,
     inner: Mutex<Slots>,
 }
 
@@ -221,7 +223,22 @@ struct Slots {
 
 impl Timeline {
     pub(crate) fn new(origin: Instant) -> Self {
-        Self { origin, inner: Mutex::default() }
+        Self { origin, end: OnceLock::new(), inner: Mutex::default() }
+    }
+
+    /// Says when the measured run ends (replies may still be recorded after).
+    pub(crate) fn ends_at(&self, end: Instant) {
+        let _ = self.end.set(end);
+    }
+
+    /// The seconds from the origin that the run fills whole: those before
+    /// the one it ends in. Without [`Timeline::ends_at`], all but the last
+    /// second recorded.
+    pub(crate) fn whole_seconds(&self) -> usize {
+        match self.end.get() {
+            Some(end) => end.saturating_duration_since(self.origin).as_secs() as usize,
+            None => self.inner.lock().expect("timeline lock").seconds.len().saturating_sub(1),
+        }
     }
 
     fn record(&self, op: &'static str, n: u64, us: Option<u64>) {
@@ -367,5 +384,9 @@ mod tests {
         timeline.latency_of("churn_open", 5, 300);
         let churn = timeline.op("churn_open");
         assert_eq!((churn.count, churn.latency.len()), (5, 1), "five sessions in one timed request");
+
+        assert_eq!(timeline.whole_seconds(), 1, "without an end: the last second recorded is not whole");
+        timeline.ends_at(timeline.origin + std::time::Duration::from_millis(3_700));
+        assert_eq!(timeline.whole_seconds(), 3, "the run ends 0.7 s into second 3");
     }
 }

@@ -219,6 +219,7 @@ pub(crate) async fn run<T: ClientTransport>(p: Params) -> Result<Report> {
         bail!("--churn-per-s {} is more than one reconnect per heartbeat ({heartbeats_per_s:.0}/s)", p.churn_per_s);
     }
     let plan = Arc::new(Plan { start, end: start + p.duration, churn, counters: Counters::default() });
+    p.timeline.ends_at(plan.end.into_std());
     let shown = {
         let (plan, mut rate) = (plan.clone(), progress::Rate::new());
         progress::run(start, p.duration, move || {

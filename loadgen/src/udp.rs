@@ -246,6 +246,7 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
     let counters = Arc::new(Counters::default());
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + p.duration;
+    p.timeline.ends_at(end.into_std());
     let n = conns.len() as u32;
     let mut per_socket: Vec<Vec<Client>> = (0..SOCKETS).map(|_| Vec::new()).collect();
     let mut holding = Vec::new();

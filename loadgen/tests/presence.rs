@@ -134,7 +134,7 @@ async fn gateway_churn_closes_and_reopens_and_plots_the_timeline() {
     assert!(count(&report, "heartbeat") >= 7_000, "{report:#}");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
-    for text in ["operations per second", "churn_open latency", "notify latency"] {
+    for text in ["heartbeat per second", "churn_open per second", "churn_open latency", "notify latency"] {
         assert!(svg.contains(text), "{text}");
     }
 }
