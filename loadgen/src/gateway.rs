@@ -293,7 +293,9 @@ impl Churn {
                     batches.insert(user, session);
                 }
             }
-            (_, reply) => shared.error(format!("unexpected reply to a churn request: {reply:?}")),
+            (_, reply) => {
+                shared.error(format!("unexpected reply to a churn request: {}", crate::tcp::describe_message(&reply)))
+            }
         }
     }
 }
@@ -395,7 +397,8 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
                     out.clear();
                     out.batches(key, *gateway, seq, &entries)?;
                     if let (failed @ 1.., error) = sender.send(out).await {
-                        shared.error(format!("{failed} datagrams not sent: {error:?}"));
+                        let why = error.map(|e| format!(": {e}")).unwrap_or_default();
+                        shared.error(format!("{failed} datagrams not sent{why}"));
                         continue;
                     }
                     out.bytes()
@@ -433,7 +436,7 @@ async fn read_replies(
             Ok(Ok(reply @ Message::Error { req: 1.., .. })) => {
                 let _ = replies.send((reply, Instant::now()));
             }
-            Ok(Ok(Message::Error { code, message, .. })) => shared.error(format!("server error {code}: {message:?}")),
+            Ok(Ok(Message::Error { code, message, .. })) => shared.error(crate::tcp::server_error(code, &message)),
             Ok(Ok(Message::Goaway { .. })) => shared.error("GOAWAY"),
             Ok(Ok(_)) => {}
             Ok(Err(WireError::Closed)) => {
@@ -478,7 +481,9 @@ async fn watcher(
                     }
                 }
             }
-            Ok(Ok(Message::Error { code, message, .. })) => shared.error(format!("watcher: {code} {message:?}")),
+            Ok(Ok(Message::Error { code, message, .. })) => {
+                shared.error(format!("watcher: {}", crate::tcp::server_error(code, &message)))
+            }
             Ok(Ok(_)) => {}
             Ok(Err(WireError::Closed)) => bail!("watcher: connection closed by the server"),
             Ok(Err(e)) => bail!("watcher: bad frame: {e}"),

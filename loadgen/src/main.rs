@@ -31,7 +31,8 @@
 //! `--plot FILE.svg` draws ([`plot`]), the daemon's CPU and memory
 //! (`--server-pid`) and, for UDP, what the daemon dropped (`--admin`,
 //! [`scrape`]). A progress bar shows on a terminal ([`progress`]). `--target
-//! redis://…` runs the same heartbeat workload against Redis ([`redis`]).
+//! redis://…` runs the same heartbeat workload against Redis ([`redis`]). A
+//! failure ends it with one `error:` line, its causes after it.
 //!
 //! The `feed` scenario ([`feed`]) loads a seeded power-law follow graph
 //! (~1.1M users by default, three celebrities with ≥ 1M followers) into the
@@ -54,6 +55,7 @@ mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +101,11 @@ enum Mode {
 }
 
 impl Mode {
+    /// The mode as `--mode` spells it.
+    fn name(self) -> String {
+        self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+    }
+
     /// Whether the mode's connections are TLS (and need `--ca`).
     fn tls(self) -> bool {
         matches!(self, Mode::Tls | Mode::Wss)
@@ -214,10 +221,21 @@ struct Presence {
     seed: u64,
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes on one line, without a backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
     // As the daemon: the load generator's own page faults would eat the cores it shares.
     heartline::server::net::disable_transparent_huge_pages();
-    let a = match Args::parse().scenario {
+    let a = match args.scenario {
         Scenario::Presence(a) => a,
         Scenario::Feed(f) => {
             let json = f.json();
@@ -257,7 +275,7 @@ fn main() -> Result<()> {
             let tls = match (a.mode.tls(), &a.ca) {
                 (false, _) => None,
                 (true, Some(ca)) => Some(transport::TlsDial::new(ca, &a.tls_name, a.tls_resumption)?),
-                (true, None) => bail!("--mode {:?} needs --ca, the PEM file of the CA to trust", a.mode),
+                (true, None) => bail!("--mode {} needs --ca, the PEM file of the CA to trust", a.mode.name()),
             };
             let addr = match a.mode {
                 Mode::Tls => a.tls_addr,

@@ -221,7 +221,7 @@ async fn hold(mut conn: tcp::ClientConn, until: Instant, counters: Arc<Counters>
         match tokio::time::timeout_at(until, conn.recv()).await {
             Err(_) => break,
             Ok(msg) if ends_client(&msg) => {
-                counters.error(format!("a client connection ended: {msg:?}"));
+                counters.error(format!("a client connection ended: {}", tcp::describe(&msg)));
                 return;
             }
             Ok(_) => {}

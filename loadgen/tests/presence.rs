@@ -254,6 +254,9 @@ async fn tls_mode_refuses_a_certificate_for_another_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("TLS handshake"), "{stderr}");
+    let failure: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(failure.len(), 1, "one line, its causes after it: {stderr}");
+    assert!(!stderr.contains("Caused by"), "{stderr}");
     running.shutdown().await;
 }
 

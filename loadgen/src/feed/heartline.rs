@@ -83,7 +83,9 @@ async fn reply(conn: &mut Conn, req: u64, mut push: impl FnMut(&Item)) -> Result
     loop {
         match conn.recv().await {
             Ok(Message::ItemPush(item)) => push(&item),
-            Ok(Message::Error { req: r, code, message }) if r == req || r == 0 => bail!("error {code}: {message:?}"),
+            Ok(Message::Error { req: r, code, message }) if r == req || r == 0 => {
+                bail!(tcp::server_error(code, &message))
+            }
             Ok(msg @ (Message::Ok { .. } | Message::Published { .. } | Message::Page { .. })) => return Ok(msg),
             Ok(_) => {}
             Err(WireError::Closed) => bail!("connection closed by the server"),
@@ -168,7 +170,9 @@ async fn observe(mut conn: Conn, tracker: Arc<Tracker>, mut stop: watch::Receive
                         tracker.seen(k);
                     }
                 }
-                Ok(Message::Error { code, message, .. }) => errors.add(format!("observer: {code} {message:?}")),
+                Ok(Message::Error { code, message, .. }) => {
+                    errors.add(format!("observer: {}", tcp::server_error(code, &message)))
+                }
                 Ok(_) => {}
                 Err(WireError::Closed) => return errors.add("observer: closed by the server"),
                 Err(e) => return errors.add(format!("observer: {e}")),
