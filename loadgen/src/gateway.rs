@@ -64,8 +64,8 @@ pub(crate) struct Params {
     pub churn_per_s: f64,
     /// Heartbeat batches as UDP datagrams instead of TCP frames.
     pub udp_batches: bool,
-    /// The daemon's admin address, for its UDP drop counters.
-    pub admin: SocketAddr,
+    /// The daemon's admin listener, for its UDP drop counters.
+    pub admin: crate::scrape::Admin,
     pub timeline: Arc<Timeline>,
 }
 
@@ -548,7 +548,7 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
         let token = token(&p.keyring, Subject::Gateway(format!("loadgen-watch-{w}")));
         watcher_conns.push(hello(p.addr, Role::Gateway, false, token).await?.0);
     }
-    let watch = if p.udp_batches { Some(UdpWatch::start(p.admin).await) } else { None };
+    let watch = if p.udp_batches { Some(UdpWatch::start(p.admin.clone()).await) } else { None };
 
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + p.duration;

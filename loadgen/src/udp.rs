@@ -159,7 +159,7 @@ impl Sender {
 /// same, with `want_udp`), and where to read the daemon's UDP counters.
 pub(crate) struct Params {
     pub tcp: tcp::Params,
-    pub admin: SocketAddr,
+    pub admin: crate::scrape::Admin,
 }
 
 /// A client as a sending socket sees it.
