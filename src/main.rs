@@ -2,6 +2,7 @@
 //! hands over to the library. anyhow lives here and nowhere else.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -106,30 +107,50 @@ impl Common {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let generate = GenerateAssetsArgs::augment_args(clap::Command::new(GENERATE_ASSETS))
         .about("Write the man pages and shell completions of this command line")
         .hide(true);
     let matches = Cli::command().subcommand(generate).get_matches();
-    if let Some(matches) = matches.subcommand_matches(GENERATE_ASSETS) {
-        return generate_assets(GenerateAssetsArgs::from_arg_matches(matches)?);
-    }
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Token(args) => token(args),
-        Command::CheckConfig(args) => check_config(args),
-        Command::Ctl(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            Ok(runtime.block_on(heartline::ctl::run(args))?)
+    let done = match matches.subcommand_matches(GENERATE_ASSETS) {
+        Some(matches) => GenerateAssetsArgs::from_arg_matches(matches).map_err(Into::into).and_then(generate_assets),
+        None => match Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()).command {
+            Command::Serve(args) => serve(args),
+            Command::Token(args) => token(args),
+            Command::CheckConfig(args) => check_config(args),
+            Command::Ctl(args) => ctl(args),
+        },
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Says why the command failed, once: the message and each cause after it
+/// on one line (`a: b: c`), without a backtrace. Once `serve` has installed
+/// the logger, as an error event (JSON when the logs are, with its priority
+/// in the journal); before, on stderr.
+fn report(e: &anyhow::Error) {
+    if heartline::logging::installed() {
+        tracing::error!("{e:#}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
+fn ctl(args: heartline::ctl::Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(heartline::ctl::run(args))?)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides { listen: args.listen, udp: args.udp, data_dir: args.common.data_dir.clone() };
     let config = args.common.load(overrides.clone())?;
-    heartline::logging::init(&config.log)?;
+    heartline::logging::init(&config.log, config.log_format)?;
     heartline::server::net::disable_transparent_huge_pages();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -160,8 +181,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn check_config(args: CheckConfigArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(Some(&args.file), &Overrides::default())
-        .with_context(|| format!("{} is not a valid configuration", args.file.display()))?;
+    // The message names the file (or the variable) and the setting.
+    let mut config = Config::load(Some(&args.file), &Overrides::default()).context("invalid configuration")?;
     // This output ends up in terminals and tickets: never the admin token itself.
     if config.admin.token.is_some() {
         config.admin.token = Some("<redacted>".into());
@@ -206,7 +227,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let secret = if args.init {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-        auth::load_or_create_secret(&path).context("cannot read the secret")?
+        auth::load_or_create_secret(&path).with_context(|| format!("cannot read the secret {}", path.display()))?
     } else {
         match auth::load_secret(&path) {
             // A token signed with a secret no daemon uses would be refused:
@@ -216,7 +237,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
                  `heartline serve` creates it at its first start; pass --init to create it now",
                 path.display()
             ),
-            loaded => loaded.context("cannot read the secret")?,
+            loaded => loaded.with_context(|| format!("cannot read the secret {}", path.display()))?,
         }
     };
     let subject = match (args.subject.user, args.subject.gateway) {

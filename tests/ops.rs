@@ -1,7 +1,8 @@
 //! Operations against the real daemon: systemd readiness, watchdog, socket
-//! activation, graceful SIGTERM, SIGHUP reload (run as the built binary, the
-//! way systemd runs it), the HTTP admin API (in process), the example config
-//! in systemd/, and the man pages and completions the Debian package ships.
+//! activation, graceful SIGTERM, SIGHUP reload, JSON logs and what a failed
+//! start prints (run as the built binary, the way systemd runs it), the HTTP
+//! admin API (in process), the example config in systemd/, and the man pages
+//! and completions the Debian package ships.
 
 mod common;
 #[path = "common/pki.rs"]
@@ -37,6 +38,8 @@ struct Process {
 #[derive(Default)]
 struct Launch {
     env: Vec<(&'static str, String)>,
+    /// Variables the child must not have (`RUST_LOG`: the `log` setting then applies).
+    unset: Vec<&'static str>,
     /// Descriptors to hand over as fds 3, 4, … (socket activation).
     listen_fds: Vec<std::os::fd::RawFd>,
 }
@@ -85,21 +88,18 @@ impl Process {
             command
         };
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        // Only what this test sets: never a socket-activation or watchdog setting the test runner inherited.
-        for var in ["LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        // Only what this test sets: never a socket-activation, watchdog or journal setting the test runner inherited.
+        for var in ["LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"] {
             command.env_remove(var);
         }
         if launch.listen_fds.is_empty() {
             command.env_remove("LISTEN_FDS");
         }
-        command
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("RUST_LOG", "info")
-            .envs(launch.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true);
+        command.env("NOTIFY_SOCKET", &notify_path).env("RUST_LOG", "info").envs(launch.env);
+        for var in launch.unset {
+            command.env_remove(var);
+        }
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
         let child = command.spawn().unwrap();
         let unset = ([0, 0, 0, 0], 0).into();
         let mut process = Self { child, notify, dir, tcp: unset, admin: unset, status: String::new() };
@@ -238,6 +238,107 @@ async fn variables_that_name_no_setting_are_left_alone() {
     let typo = run(&["check-config".as_ref(), file.as_os_str()], &[("HEARTLINE_LIMITS__MAX_FRAMEE", "8192")]);
     assert!(!typo.status.success());
     assert!(String::from_utf8(typo.stderr).unwrap().contains("max_framee"));
+}
+
+/// The daemon's log as JSON records, each line's `<N>` journal priority (if
+/// any) beside it; a line that is not one JSON object fails the test.
+fn json_records(log: &str) -> Vec<(Option<u8>, serde_json::Value)> {
+    log.lines()
+        .map(|line| {
+            let (priority, json) = match line.strip_prefix('<').and_then(|rest| rest.split_once('>')) {
+                Some((n, json)) => (Some(n.parse().unwrap()), json),
+                None => (None, line),
+            };
+            let record: serde_json::Value =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nlog:\n{log}"));
+            assert!(record.is_object(), "{line}");
+            (priority, record)
+        })
+        .collect()
+}
+
+/// Whether a record comes from the storage engine's crates.
+fn from_storage(record: &serde_json::Value) -> bool {
+    let target = record["target"].as_str().unwrap_or_default();
+    ["fjall", "lsm_tree"].iter().any(|krate| target == *krate || target.starts_with(&format!("{krate}::")))
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_the_storage_engine_stays_quiet() {
+    // RUST_LOG=info (as every spawned daemon here): the storage engine's routine
+    // info lines (it creates the store on this first start) stay out.
+    let launch = Launch { env: vec![("HEARTLINE_LOG_FORMAT", "json".into())], ..Launch::default() };
+    let process = Process::spawn(launch).await;
+    let records = json_records(&process.log());
+    let listening = records
+        .iter()
+        .map(|(_, r)| r)
+        .find(|r| r["message"] == "heartline listening")
+        .unwrap_or_else(|| panic!("no listening record: {records:?}"));
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["tcp"], process.tcp.to_string(), "fields are keys of the record: {listening}");
+    assert!(listening["timestamp"].is_string() && listening["target"].is_string(), "{listening}");
+    assert!(records.iter().all(|(priority, r)| priority.is_none() && !from_storage(r)), "{records:?}");
+    drop(process);
+
+    // The `log` setting without RUST_LOG, naming fjall: its lines are back; under
+    // the journal each JSON line carries its priority.
+    let launch = Launch {
+        env: vec![
+            ("HEARTLINE_LOG_FORMAT", "json".into()),
+            ("HEARTLINE_LOG", "info,fjall=info".into()),
+            ("JOURNAL_STREAM", "8:1234".into()),
+        ],
+        unset: vec!["RUST_LOG"],
+        ..Launch::default()
+    };
+    let process = Process::spawn(launch).await;
+    let records = json_records(&process.log());
+    assert!(records.iter().any(|(_, r)| from_storage(r)), "fjall named, its info lines show: {records:?}");
+    for (priority, record) in &records {
+        let expected = match record["level"].as_str() {
+            Some("WARN") => 4,
+            Some("INFO") => 6,
+            other => panic!("{other:?} in {record}"),
+        };
+        assert_eq!(*priority, Some(expected), "{record}");
+    }
+}
+
+#[test]
+fn a_failed_start_prints_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // With RUST_BACKTRACE set, as in many developers' shells: still no backtrace.
+    let stderr = |args: &[&std::ffi::OsStr]| {
+        let output = run(args, &[("RUST_BACKTRACE", "1"), ("RUST_LOG", "info")]);
+        assert!(!output.status.success());
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let serve = |config: &Path| stderr(&["serve".as_ref(), "--config".as_ref(), config.as_os_str()]);
+
+    let missing = dir.path().join("missing.toml");
+    let message = serve(&missing);
+    assert_eq!(
+        message,
+        format!("error: invalid configuration: {}: No such file or directory (os error 2)\n", missing.display())
+    );
+    let (_dir, port) = write_config("listen = \"127.0.0.1:99999\"\n");
+    assert_eq!(
+        serve(&port),
+        format!("error: invalid configuration: {}: listen: invalid socket address syntax\n", port.display())
+    );
+    let message = stderr(&["check-config".as_ref(), missing.as_os_str()]);
+    assert_eq!(message.lines().count(), 1, "{message}");
+
+    // After the logger is installed, the failure is its last line, once.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let data = file.join("data");
+    let message = stderr(&["serve".as_ref(), "--data-dir".as_ref(), data.as_os_str()]);
+    assert_eq!(message.matches("Not a directory").count(), 1, "{message}");
+    let last = message.lines().last().unwrap();
+    assert!(last.contains(&format!("ERROR cannot use data dir {}: Not a directory", data.display())), "{message}");
+    assert!(!message.contains("Caused by") && !message.contains("backtrace"), "{message}");
 }
 
 #[test]

@@ -64,8 +64,8 @@ pub(crate) struct Params {
     pub churn_per_s: f64,
     /// Heartbeat batches as UDP datagrams instead of TCP frames.
     pub udp_batches: bool,
-    /// The daemon's admin address, for its UDP drop counters.
-    pub admin: SocketAddr,
+    /// The daemon's admin listener, for its UDP drop counters.
+    pub admin: crate::scrape::Admin,
     pub timeline: Arc<Timeline>,
 }
 
@@ -293,7 +293,9 @@ impl Churn {
                     batches.insert(user, session);
                 }
             }
-            (_, reply) => shared.error(format!("unexpected reply to a churn request: {reply:?}")),
+            (_, reply) => {
+                shared.error(format!("unexpected reply to a churn request: {}", crate::tcp::describe_message(&reply)))
+            }
         }
     }
 }
@@ -395,7 +397,8 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
                     out.clear();
                     out.batches(key, *gateway, seq, &entries)?;
                     if let (failed @ 1.., error) = sender.send(out).await {
-                        shared.error(format!("{failed} datagrams not sent: {error:?}"));
+                        let why = error.map(|e| format!(": {e}")).unwrap_or_default();
+                        shared.error(format!("{failed} datagrams not sent{why}"));
                         continue;
                     }
                     out.bytes()
@@ -433,7 +436,7 @@ async fn read_replies(
             Ok(Ok(reply @ Message::Error { req: 1.., .. })) => {
                 let _ = replies.send((reply, Instant::now()));
             }
-            Ok(Ok(Message::Error { code, message, .. })) => shared.error(format!("server error {code}: {message:?}")),
+            Ok(Ok(Message::Error { code, message, .. })) => shared.error(crate::tcp::server_error(code, &message)),
             Ok(Ok(Message::Goaway { .. })) => shared.error("GOAWAY"),
             Ok(Ok(_)) => {}
             Ok(Err(WireError::Closed)) => {
@@ -478,7 +481,9 @@ async fn watcher(
                     }
                 }
             }
-            Ok(Ok(Message::Error { code, message, .. })) => shared.error(format!("watcher: {code} {message:?}")),
+            Ok(Ok(Message::Error { code, message, .. })) => {
+                shared.error(format!("watcher: {}", crate::tcp::server_error(code, &message)))
+            }
             Ok(Ok(_)) => {}
             Ok(Err(WireError::Closed)) => bail!("watcher: connection closed by the server"),
             Ok(Err(e)) => bail!("watcher: bad frame: {e}"),
@@ -543,10 +548,11 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
         let token = token(&p.keyring, Subject::Gateway(format!("loadgen-watch-{w}")));
         watcher_conns.push(hello(p.addr, Role::Gateway, false, token).await?.0);
     }
-    let watch = if p.udp_batches { Some(UdpWatch::start(p.admin).await) } else { None };
+    let watch = if p.udp_batches { Some(UdpWatch::start(p.admin.clone()).await) } else { None };
 
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + p.duration;
+    p.timeline.ends_at(end.into_std());
     let mut watching = Vec::new();
     for (conn, friends) in watcher_conns.into_iter().zip(friend_lists) {
         watching.push(tokio::spawn(watcher(conn, friends, shared.clone(), p.timeline.clone(), end + DRAIN)));

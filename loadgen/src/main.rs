@@ -30,8 +30,12 @@
 //! `timeline` ([`report::Timeline`], from the start of the ramp-up) that
 //! `--plot FILE.svg` draws ([`plot`]), the daemon's CPU and memory
 //! (`--server-pid`) and, for UDP, what the daemon dropped (`--admin`,
-//! [`scrape`]). A progress bar shows on a terminal ([`progress`]). `--target
-//! redis://…` runs the same heartbeat workload against Redis ([`redis`]).
+//! `--admin-token`, [`scrape`]). The JSON report of either scenario also
+//! says what was run, when and against which daemon version
+//! ([`report::Run`]). A progress bar shows on a terminal ([`progress`]).
+//! `--target redis://…` runs the same heartbeat workload against Redis
+//! ([`redis`]). A failure ends it with one `error:` line, its causes after
+//! it.
 //!
 //! The `feed` scenario ([`feed`]) loads a seeded power-law follow graph
 //! (~1.1M users by default, three celebrities with ≥ 1M followers) into the
@@ -54,6 +58,7 @@ mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +104,11 @@ enum Mode {
 }
 
 impl Mode {
+    /// The mode as `--mode` spells it.
+    fn name(self) -> String {
+        self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+    }
+
     /// Whether the mode's connections are TLS (and need `--ca`).
     fn tls(self) -> bool {
         matches!(self, Mode::Tls | Mode::Wss)
@@ -121,6 +131,14 @@ struct Common {
     /// `heartline`, or `redis://HOST:PORT` for the same workload against Redis.
     #[arg(long, default_value = "heartline")]
     target: String,
+    /// The daemon's admin listener: its version for the report, its UDP drop
+    /// counters (udp runs) and fanout lag (feed) from /metrics. Unreachable:
+    /// a warning, and the report goes without them.
+    #[arg(long, default_value = "127.0.0.1:7401")]
+    admin: SocketAddr,
+    /// The daemon's admin.token, sent as `Authorization: Bearer` to --admin.
+    #[arg(long, env = "HEARTLINE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 impl Common {
@@ -133,6 +151,25 @@ impl Common {
         } else {
             bail!("--target must be heartline or redis://HOST:PORT, not {}", self.target)
         }
+    }
+
+    /// `--admin` and `--admin-token`, for the scraper.
+    fn admin(&self) -> scrape::Admin {
+        scrape::Admin { addr: self.admin, token: self.admin_token.clone() }
+    }
+
+    /// The daemon's version from `--admin` (none against Redis, or with a
+    /// warning when it cannot be read).
+    fn daemon_version(&self) -> Result<Option<String>> {
+        if self.redis()?.is_some() {
+            return Ok(None);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let admin = self.admin();
+        Ok(runtime
+            .block_on(admin.version())
+            .inspect_err(|e| eprintln!("warning: no daemon version from {}/metrics: {e:#}", admin.addr))
+            .ok())
     }
 
     /// The daemon's secret from `--data-dir`, to sign the loadgen's tokens with.
@@ -196,10 +233,6 @@ struct Presence {
     /// Gateway mode: heartbeat batches as UDP datagrams instead of TCP frames.
     #[arg(long)]
     udp_batches: bool,
-    /// The daemon's admin address, read at the start and end of UDP runs for
-    /// the datagrams it dropped (unreachable: a warning, no figures).
-    #[arg(long, default_value = "127.0.0.1:7401")]
-    admin: SocketAddr,
     /// Draw the timeline (ops/s, latency p50/p99/max per second) as SVG here.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -214,16 +247,32 @@ struct Presence {
     seed: u64,
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes on one line, without a backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
     // As the daemon: the load generator's own page faults would eat the cores it shares.
     heartline::server::net::disable_transparent_huge_pages();
-    let a = match Args::parse().scenario {
-        Scenario::Presence(a) => a,
-        Scenario::Feed(f) => {
-            let json = f.json();
-            return emit(&feed::main(f)?, None, json);
+    let run = report::Run::new(std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()));
+    match &args.scenario {
+        Scenario::Presence(a) => {
+            let (report, timeline) = presence(a)?;
+            emit(&report, Some(&timeline), run, &a.common)
         }
-    };
+        Scenario::Feed(f) => emit(&feed::main(f)?, None, run, f.common()),
+    }
+}
+
+/// Runs the presence scenario and draws its `--plot`.
+fn presence(a: &Presence) -> Result<(report::Report, Arc<report::Timeline>)> {
     if a.clients == 0 || a.gateways == 0 || a.interval.is_zero() {
         bail!("--clients, --gateways and --interval must be positive");
     }
@@ -257,7 +306,7 @@ fn main() -> Result<()> {
             let tls = match (a.mode.tls(), &a.ca) {
                 (false, _) => None,
                 (true, Some(ca)) => Some(transport::TlsDial::new(ca, &a.tls_name, a.tls_resumption)?),
-                (true, None) => bail!("--mode {:?} needs --ca, the PEM file of the CA to trust", a.mode),
+                (true, None) => bail!("--mode {} needs --ca, the PEM file of the CA to trust", a.mode.name()),
             };
             let addr = match a.mode {
                 Mode::Tls => a.tls_addr,
@@ -278,7 +327,7 @@ fn main() -> Result<()> {
                 timeline: timeline.clone(),
             };
             let mut report = match a.mode {
-                Mode::Udp => runtime.block_on(udp::run(udp::Params { tcp: params, admin: a.admin }))?,
+                Mode::Udp => runtime.block_on(udp::run(udp::Params { tcp: params, admin: a.common.admin() }))?,
                 Mode::Tls => runtime.block_on(tcp::run::<transport::Tls>(params))?,
                 Mode::Ws => runtime.block_on(tcp::run::<transport::Ws>(params))?,
                 Mode::Wss => runtime.block_on(tcp::run::<transport::Wss>(params))?,
@@ -304,7 +353,7 @@ fn main() -> Result<()> {
                 seed: a.seed,
                 churn_per_s: a.churn_per_s,
                 udp_batches: a.udp_batches,
-                admin: a.admin,
+                admin: a.common.admin(),
                 timeline: timeline.clone(),
             };
             runtime.block_on(gateway::run(params))?
@@ -312,22 +361,31 @@ fn main() -> Result<()> {
     };
     if let Some(path) = &a.plot {
         let title = format!("{} {}, {} clients", report.scenario, report.mode, report.clients);
-        plot::write(path, &title, &timeline.rows()).with_context(|| format!("writing {}", path.display()))?;
+        plot::write(path, &title, &timeline.rows(), timeline.whole_seconds())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
-    emit(&report, Some(&timeline), a.common.json)
+    Ok((report, timeline))
 }
 
-/// Prints the table, and writes the JSON report (with the timeline, when
-/// the scenario keeps one) if asked.
-fn emit(report: &report::Report, timeline: Option<&report::Timeline>, json: Option<PathBuf>) -> Result<()> {
+/// Prints the table, and writes the JSON report (with what it says about
+/// the run, the daemon's version read now, and the timeline when the
+/// scenario keeps one) if `--json` asks.
+fn emit(
+    report: &report::Report,
+    timeline: Option<&report::Timeline>,
+    mut run: report::Run,
+    common: &Common,
+) -> Result<()> {
     print!("{}", report.table());
-    if let Some(path) = json {
+    if let Some(path) = &common.json {
+        run.daemon_version = common.daemon_version()?;
         let mut value = report.to_json();
+        run.stamp(&mut value);
         if let Some(timeline) = timeline {
             value["timeline"] = timeline.to_json();
         }
         let text = serde_json::to_string_pretty(&value)?;
-        std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -1,16 +1,66 @@
 //! The run's report: per-operation counts and latency percentiles
 //! (hdrhistogram, µs), server figures, a human table and the stable JSON
-//! shape of issue 5; and the [`Timeline`] of the same operations second by
+//! shape of issue 5, stamped with what was run, when and against which
+//! daemon ([`Run`]); and the [`Timeline`] of the same operations second by
 //! second (JSON `timeline`, `--plot`). It reads no socket and draws nothing.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
 use crate::procstat::Sample;
+
+/// The JSON report's `schema_version`: raised when a key changes meaning or
+/// goes away, not when one is added.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// Options whose value is a secret: `arguments` shows them as `<redacted>`.
+const SECRET_OPTIONS: [&str; 1] = ["--admin-token"];
+
+/// What the JSON report says about the run itself, beside its figures.
+pub(crate) struct Run {
+    /// When it started.
+    started: SystemTime,
+    /// The command line after the program's name, secrets redacted.
+    arguments: Vec<String>,
+    /// The daemon's version (its `heartline_build_info`), when it was read.
+    pub daemon_version: Option<String>,
+}
+
+impl Run {
+    /// A run starting now with `arguments` (the program's name left out).
+    pub(crate) fn new(arguments: impl IntoIterator<Item = String>) -> Self {
+        Self { started: SystemTime::now(), arguments: redact(arguments), daemon_version: None }
+    }
+
+    /// Adds `schema_version`, `timestamp` (RFC 3339, UTC, the start),
+    /// `arguments` and `daemon_version` (`null` when unknown) to a report.
+    pub(crate) fn stamp(&self, report: &mut Value) {
+        report["schema_version"] = json!(SCHEMA_VERSION);
+        report["timestamp"] = json!(humantime::format_rfc3339_seconds(self.started).to_string());
+        report["arguments"] = json!(self.arguments);
+        report["daemon_version"] = json!(self.daemon_version);
+    }
+}
+
+/// `arguments` with the value of every [`SECRET_OPTIONS`] option replaced,
+/// given as `--option VALUE` or `--option=VALUE`.
+fn redact(arguments: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for argument in arguments {
+        let secret_next = out.last().is_some_and(|previous| SECRET_OPTIONS.contains(&previous.as_str()));
+        let inline = SECRET_OPTIONS.iter().find(|option| argument.starts_with(&format!("{option}=")));
+        out.push(match inline {
+            Some(option) => format!("{option}=<redacted>"),
+            None if secret_next => "<redacted>".to_owned(),
+            None => argument,
+        });
+    }
+    out
+}
 
 /// A latency histogram in microseconds, 1 µs to 1 h, 3 significant digits.
 pub(crate) fn histogram() -> Histogram<u64> {
@@ -210,6 +260,8 @@ pub(crate) struct Stat {
 #[derive(Debug)]
 pub(crate) struct Timeline {
     origin: Instant,
+    /// When the measured run ends ([`Timeline::ends_at`]).
+    end: OnceLock<Instant>,
     inner: Mutex<Slots>,
 }
 
@@ -221,7 +273,22 @@ struct Slots {
 
 impl Timeline {
     pub(crate) fn new(origin: Instant) -> Self {
-        Self { origin, inner: Mutex::default() }
+        Self { origin, end: OnceLock::new(), inner: Mutex::default() }
+    }
+
+    /// Says when the measured run ends (replies may still be recorded after).
+    pub(crate) fn ends_at(&self, end: Instant) {
+        let _ = self.end.set(end);
+    }
+
+    /// The seconds from the origin that the run fills whole: those before
+    /// the one it ends in. Without [`Timeline::ends_at`], all but the last
+    /// second recorded.
+    pub(crate) fn whole_seconds(&self) -> usize {
+        match self.end.get() {
+            Some(end) => end.saturating_duration_since(self.origin).as_secs() as usize,
+            None => self.inner.lock().expect("timeline lock").seconds.len().saturating_sub(1),
+        }
     }
 
     fn record(&self, op: &'static str, n: u64, us: Option<u64>) {
@@ -342,6 +409,38 @@ mod tests {
     }
 
     #[test]
+    fn json_says_what_was_run_when_and_against_which_daemon() {
+        let arguments =
+            ["presence", "--admin-token", "s3cret", "--clients", "10", "--admin-token=hush", "--json", "r.json"];
+        let run = Run { daemon_version: Some("0.1.0".into()), ..Run::new(arguments.map(str::to_owned)) };
+        let mut v = json!({"scenario": "presence"});
+        run.stamp(&mut v);
+        assert_eq!(v["schema_version"], SCHEMA_VERSION);
+        assert_eq!(v["daemon_version"], "0.1.0");
+        assert_eq!(
+            v["arguments"],
+            json!([
+                "presence",
+                "--admin-token",
+                "<redacted>",
+                "--clients",
+                "10",
+                "--admin-token=<redacted>",
+                "--json",
+                "r.json"
+            ])
+        );
+        let timestamp = v["timestamp"].as_str().unwrap();
+        assert!(timestamp.ends_with('Z') && timestamp.len() == "2026-01-02T03:04:05Z".len(), "{timestamp}");
+        let parsed = humantime::parse_rfc3339(timestamp).unwrap();
+        assert!(SystemTime::now().duration_since(parsed).unwrap() < std::time::Duration::from_secs(60));
+
+        let mut redis = json!({});
+        Run::new(Vec::new()).stamp(&mut redis);
+        assert!(redis["daemon_version"].is_null() && redis["arguments"] == json!([]), "{redis}");
+    }
+
+    #[test]
     fn timeline_keeps_counts_and_latencies_by_second() {
         let timeline = Timeline::new(Instant::now() - std::time::Duration::from_millis(1_500));
         timeline.count("heartbeat", 40);
@@ -367,5 +466,9 @@ mod tests {
         timeline.latency_of("churn_open", 5, 300);
         let churn = timeline.op("churn_open");
         assert_eq!((churn.count, churn.latency.len()), (5, 1), "five sessions in one timed request");
+
+        assert_eq!(timeline.whole_seconds(), 1, "without an end: the last second recorded is not whole");
+        timeline.ends_at(timeline.origin + std::time::Duration::from_millis(3_700));
+        assert_eq!(timeline.whole_seconds(), 3, "the run ends 0.7 s into second 3");
     }
 }

@@ -1,10 +1,13 @@
 //! What the daemon and the kernel say happened to the datagrams a run sent:
-//! the daemon's `/metrics` (admin port, one HTTP/1.0 GET) counts UDP
-//! heartbeats applied and datagrams dropped by reason; /proc/net/snmp counts
-//! those the kernel dropped before the daemon read them. Sampled before and
-//! after the run; the differences go into the report's `extra`. It only
-//! reads: a daemon whose admin port does not answer just leaves them out.
-//! [`metrics`] is also how the feed scenario reads the daemon's fanout lag.
+//! the daemon's `/metrics` (admin port, one HTTP/1.0 GET, with the admin
+//! token as `Authorization: Bearer` when given) counts UDP heartbeats
+//! applied and datagrams dropped by reason; /proc/net/snmp counts those the
+//! kernel dropped before the daemon read them. Sampled before and after the
+//! run; the differences go into the report's `extra`. It only reads: a
+//! daemon whose admin port does not answer just leaves them out.
+//! [`Admin::metrics`] is also how the feed scenario reads the daemon's
+//! fanout lag, and [`Admin::version`] how the report learns the daemon's
+//! version (`heartline_build_info`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -58,39 +61,72 @@ fn parse(text: &str) -> Daemon {
     d
 }
 
-/// The body of the daemon's `/metrics` from its admin listener at `admin`.
-pub(crate) async fn metrics(admin: SocketAddr) -> Result<String> {
-    let get = async {
-        let mut stream = TcpStream::connect(admin).await?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-        let mut response = Vec::new();
-        stream.take(MAX_RESPONSE).read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(response)
-    };
-    let response = tokio::time::timeout(TIMEOUT, get).await.context("timed out")??;
-    let text = String::from_utf8_lossy(&response);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("no HTTP response") };
-    if !head.lines().next().is_some_and(|status| status.contains(" 200 ")) {
-        bail!("/metrics answered {:?}", head.lines().next().unwrap_or_default());
-    }
-    Ok(body.to_owned())
+/// The daemon's admin listener (`--admin`) and the token it wants, if any
+/// (`--admin-token`: the daemon's `admin.token`).
+#[derive(Clone)]
+pub(crate) struct Admin {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
 }
 
-async fn fetch(admin: SocketAddr) -> Result<Daemon> {
-    Ok(parse(&metrics(admin).await?))
+impl Admin {
+    /// The body of the daemon's `/metrics`.
+    pub(crate) async fn metrics(&self) -> Result<String> {
+        let request = match &self.token {
+            Some(token) => format!("GET /metrics HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"),
+            None => "GET /metrics HTTP/1.0\r\n\r\n".to_owned(),
+        };
+        let get = async {
+            let mut stream = TcpStream::connect(self.addr).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = Vec::new();
+            stream.take(MAX_RESPONSE).read_to_end(&mut response).await?;
+            Ok::<_, std::io::Error>(response)
+        };
+        let response = tokio::time::timeout(TIMEOUT, get).await.context("timed out")??;
+        let text = String::from_utf8_lossy(&response);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("no HTTP response") };
+        let status = head.lines().next().unwrap_or_default();
+        match status.split(' ').nth(1) {
+            Some("200") => Ok(body.to_owned()),
+            Some("401") if self.token.is_none() => {
+                bail!("/metrics answered {status}: pass the daemon's admin.token with --admin-token or HEARTLINE_ADMIN_TOKEN")
+            }
+            Some("401") => bail!("/metrics answered {status}: the daemon refused --admin-token"),
+            _ => bail!("/metrics answered {status}"),
+        }
+    }
+
+    /// The daemon's version, from its `heartline_build_info` series.
+    pub(crate) async fn version(&self) -> Result<String> {
+        build_version(&self.metrics().await?).context("no heartline_build_info in /metrics")
+    }
+
+    async fn udp(&self) -> Result<Daemon> {
+        Ok(parse(&self.metrics().await?))
+    }
+}
+
+/// The `version` label of `heartline_build_info{version="…"} 1`.
+fn build_version(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let labels = line.strip_prefix("heartline_build_info{")?.split_once('}')?.0;
+        labels.split(',').find_map(|label| Some(label.strip_prefix("version=\"")?.strip_suffix('"')?.to_owned()))
+    })
 }
 
 /// Counters taken before the run, to subtract at the end.
 pub(crate) struct UdpWatch {
-    admin: SocketAddr,
+    admin: Admin,
     daemon: Option<Daemon>,
     kernel: Option<UdpCounters>,
 }
 
 impl UdpWatch {
-    pub(crate) async fn start(admin: SocketAddr) -> Self {
+    pub(crate) async fn start(admin: Admin) -> Self {
+        let addr = admin.addr;
         let daemon =
-            fetch(admin).await.inspect_err(|e| eprintln!("warning: no UDP figures from {admin}/metrics: {e:#}")).ok();
+            admin.udp().await.inspect_err(|e| eprintln!("warning: no UDP figures from {addr}/metrics: {e:#}")).ok();
         Self { admin, daemon, kernel: procstat::udp_counters().ok() }
     }
 
@@ -99,8 +135,8 @@ impl UdpWatch {
     /// daemon, `udp_kernel_rcvbuf_errors` and `udp_kernel_in_errors`.
     pub(crate) async fn finish(self, extra: &mut BTreeMap<&'static str, f64>) {
         if let Some(before) = self.daemon {
-            let addr = self.admin;
-            match fetch(addr).await {
+            let addr = self.admin.addr;
+            match self.admin.udp().await {
                 Ok(after) => {
                     extra.insert("udp_applied", after.applied.saturating_sub(before.applied) as f64);
                     let mut total = 0;
@@ -137,5 +173,58 @@ mod tests {
         let d = parse(text);
         assert_eq!(d.applied, 1234);
         assert_eq!(d.dropped, [0, 0, 0, 0, 3, 2]);
+    }
+
+    #[test]
+    fn reads_the_build_version() {
+        let text =
+            "# TYPE heartline_build_info gauge\nheartline_build_info{version=\"0.1.0\"} 1\nheartline_sessions 5\n";
+        assert_eq!(build_version(text).as_deref(), Some("0.1.0"));
+        assert_eq!(build_version("heartline_sessions 5\n"), None);
+    }
+
+    /// An admin listener that answers one request with `status` and `body`,
+    /// and hands over the request it read.
+    async fn one_answer(status: &'static str, body: &'static str) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0];
+                stream.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            let response = format!("HTTP/1.1 {status}\r\ncontent-type: text/plain\r\n\r\n{body}");
+            stream.write_all(response.as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (addr, served)
+    }
+
+    #[tokio::test]
+    async fn sends_the_admin_token_as_a_bearer() {
+        let (addr, served) = one_answer("200 OK", "heartline_build_info{version=\"9.8.7\"} 1\n").await;
+        let admin = Admin { addr, token: Some("s3cret".into()) };
+        assert_eq!(admin.version().await.unwrap(), "9.8.7");
+        let request = served.await.unwrap();
+        assert!(request.starts_with("GET /metrics HTTP/1.0\r\n"), "{request}");
+        assert!(request.contains("\r\nAuthorization: Bearer s3cret\r\n"), "{request}");
+
+        let (addr, served) = one_answer("200 OK", "").await;
+        Admin { addr, token: None }.metrics().await.unwrap();
+        assert!(!served.await.unwrap().contains("Authorization"), "no token, no header");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_says_what_to_pass() {
+        let (addr, _served) = one_answer("401 Unauthorized", "{\"error\":\"unauthorized\"}").await;
+        let error = format!("{:#}", Admin { addr, token: None }.metrics().await.unwrap_err());
+        assert_eq!(
+            error,
+            "/metrics answered HTTP/1.1 401 Unauthorized: pass the daemon's admin.token with --admin-token or \
+             HEARTLINE_ADMIN_TOKEN"
+        );
     }
 }

@@ -142,6 +142,33 @@ pub(crate) fn ends_client(msg: &Result<Message, WireError>) -> bool {
     !matches!(msg, Ok(m) if !matches!(m, Message::Error { .. } | Message::Goaway { .. }))
 }
 
+/// What a client connection read, in words for the error lines: the
+/// daemon's ERROR or GOAWAY, or why the connection failed.
+pub(crate) fn describe(msg: &Result<Message, WireError>) -> String {
+    match msg {
+        Ok(message) => describe_message(message),
+        Err(WireError::Closed) => "connection closed by the server".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A frame the loadgen did not expect, in words: an ERROR by its code's
+/// name, a GOAWAY by its reason, anything else as it decoded.
+pub(crate) fn describe_message(message: &Message) -> String {
+    match message {
+        Message::Error { code, message, .. } => server_error(*code, message),
+        Message::Goaway { reason, .. } => format!("GOAWAY ({reason:?})"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// An ERROR frame in words: its code by name (by number if this version
+/// does not know it) and its message.
+pub(crate) fn server_error(code: u16, message: &Text) -> String {
+    let name = ErrorCode::from_u16(code).map_or_else(|| code.to_string(), |code| code.to_string());
+    format!("ERROR {name}: {message:?}")
+}
+
 /// What every client of a run shares.
 struct Plan {
     start: Instant,
@@ -219,6 +246,7 @@ pub(crate) async fn run<T: ClientTransport>(p: Params) -> Result<Report> {
         bail!("--churn-per-s {} is more than one reconnect per heartbeat ({heartbeats_per_s:.0}/s)", p.churn_per_s);
     }
     let plan = Arc::new(Plan { start, end: start + p.duration, churn, counters: Counters::default() });
+    p.timeline.ends_at(plan.end.into_std());
     let shown = {
         let (plan, mut rate) = (plan.clone(), progress::Rate::new());
         progress::run(start, p.duration, move || {

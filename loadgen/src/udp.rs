@@ -159,7 +159,7 @@ impl Sender {
 /// same, with `want_udp`), and where to read the daemon's UDP counters.
 pub(crate) struct Params {
     pub tcp: tcp::Params,
-    pub admin: SocketAddr,
+    pub admin: crate::scrape::Admin,
 }
 
 /// A client as a sending socket sees it.
@@ -221,7 +221,7 @@ async fn hold(mut conn: tcp::ClientConn, until: Instant, counters: Arc<Counters>
         match tokio::time::timeout_at(until, conn.recv()).await {
             Err(_) => break,
             Ok(msg) if ends_client(&msg) => {
-                counters.error(format!("a client connection ended: {msg:?}"));
+                counters.error(format!("a client connection ended: {}", tcp::describe(&msg)));
                 return;
             }
             Ok(_) => {}
@@ -246,6 +246,7 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
     let counters = Arc::new(Counters::default());
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + p.duration;
+    p.timeline.ends_at(end.into_std());
     let n = conns.len() as u32;
     let mut per_socket: Vec<Vec<Client>> = (0..SOCKETS).map(|_| Vec::new()).collect();
     let mut holding = Vec::new();

@@ -54,6 +54,10 @@ async fn run_against_daemon(strategy: Strategy, label: &str) -> (serde_json::Val
     let graph: serde_json::Value = serde_json::from_str(&graph).unwrap();
     assert_eq!(graph["user"], "1", "{graph}");
     let celebrity = graph["followers"].as_u64().unwrap_or_else(|| panic!("no followers: {graph}")) as usize;
+    // The report names the daemon's version as its admin API does.
+    let (_, stats) = admin_get(running.admin, "/v1/stats").await;
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(report["daemon_version"], stats["version"], "{report:#}");
     running.shutdown().await;
     (report, celebrity)
 }

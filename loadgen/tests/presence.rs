@@ -12,12 +12,25 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 /// Runs the loadgen against a fresh daemon with `args` after the daemon's
 /// addresses; returns the JSON report.
 async fn against_daemon(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let (running, addr, data_dir) = daemon(config(dir)).await;
+    against(config(dir), dir, args).await
+}
+
+/// [`against_daemon`] with the daemon's `config`; checks what the report
+/// says about the run.
+async fn against(config: heartline::config::Config, dir: &Path, args: &[&str]) -> serde_json::Value {
+    let (running, addr, data_dir) = daemon(config).await;
     let admin = running.admin.to_string();
     let mut all = vec!["presence", "--addr", &addr, "--data-dir", &data_dir, "--admin", &admin];
     all.extend_from_slice(args);
-    let report = loadgen_async(all.into_iter().map(str::to_owned).collect(), dir.join("report.json")).await;
+    let report = loadgen_async(all.iter().map(|a| a.to_string()).collect(), dir.join("report.json")).await;
     running.shutdown().await;
+    assert_eq!(report["schema_version"], 1, "{report:#}");
+    assert!(report["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{report:#}");
+    assert!(report["daemon_version"].is_string(), "read from --admin: {report:#}");
+    let arguments: Vec<&str> = report["arguments"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let secret = |i: usize| i > 0 && all[i - 1] == "--admin-token";
+    let expected: Vec<&str> = all.iter().enumerate().map(|(i, a)| if secret(i) { "<redacted>" } else { a }).collect();
+    assert_eq!(arguments[..all.len()], expected[..], "{report:#}");
     report
 }
 
@@ -105,8 +118,14 @@ async fn udp_mode_sends_datagrams_the_daemon_applies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_udp_batches_are_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--udp-batches", "--clients", "2000", "--interval", "500ms", "--duration", "2s"];
-    let report = against_daemon(dir.path(), &args).await;
+    // The daemon's /metrics wants a token: the UDP figures below need it sent.
+    let mut guarded = config(dir.path());
+    guarded.admin.token = Some("s3cret".into());
+    let args =
+        ["--udp-batches", "--clients", "2000", "--interval", "500ms", "--duration", "2s", "--admin-token", "s3cret"];
+    let report = against(guarded, dir.path(), &args).await;
+    let arguments = report["arguments"].to_string();
+    assert!(arguments.contains("\"--admin-token\",\"<redacted>\"") && !arguments.contains("s3cret"), "{arguments}");
     assert_eq!(report["mode"], "gateway-udp");
     assert_eq!(report["errors"], 0, "{report:#}");
     let sent = count(&report, "heartbeat");
@@ -134,7 +153,7 @@ async fn gateway_churn_closes_and_reopens_and_plots_the_timeline() {
     assert!(count(&report, "heartbeat") >= 7_000, "{report:#}");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
-    for text in ["operations per second", "churn_open latency", "notify latency"] {
+    for text in ["heartbeat per second", "churn_open per second", "churn_open latency", "notify latency"] {
         assert!(svg.contains(text), "{text}");
     }
 }
@@ -254,6 +273,9 @@ async fn tls_mode_refuses_a_certificate_for_another_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("TLS handshake"), "{stderr}");
+    let failure: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(failure.len(), 1, "one line, its causes after it: {stderr}");
+    assert!(!stderr.contains("Caused by"), "{stderr}");
     running.shutdown().await;
 }
 

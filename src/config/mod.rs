@@ -35,7 +35,10 @@ pub struct Config {
     /// Where the secret and the durable store live; created if missing.
     pub data_dir: PathBuf,
     /// Log filter (`info`, `heartline=debug`, …); `RUST_LOG` overrides it.
+    /// The storage engine's crates stay at warn unless it names them.
     pub log: String,
+    /// `text` (for people) or `json` (one object per line).
+    pub log_format: crate::logging::LogFormat,
     pub presence: Presence,
     pub limits: Limits,
     pub store: Store,
@@ -275,8 +278,8 @@ impl Default for Config {
             listen: local,
             udp: local,
             data_dir: PathBuf::from("heartline-data"),
-            // The store engine reports routine work at info.
-            log: "info,fjall=warn,lsm_tree=warn".into(),
+            log: "info".into(),
+            log_format: crate::logging::LogFormat::Text,
             presence: Presence::default(),
             limits: Limits::default(),
             store: Store::default(),
@@ -326,8 +329,12 @@ impl Default for Limits {
 /// A setting that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(transparent)]
-    Parse(#[from] Box<figment::Error>),
+    /// A file or variable that cannot be read: TOML syntax, an unknown key,
+    /// a value of the wrong type. The message names the file and the
+    /// setting's path, or the variable ([`describe`]).
+    #[error("{0}")]
+    Parse(String),
+    /// Values that read well but cannot work together or are out of range.
     #[error("{0}")]
     Invalid(String),
 }
@@ -350,7 +357,8 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: Config = figment.merge(env()).merge(Serialized::defaults(overrides)).extract().map_err(Box::new)?;
+        let figment = figment.merge(env()).merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(describe(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -462,6 +470,48 @@ fn env() -> Env {
     })
 }
 
+/// figment's errors in the operator's words, one line each (a TOML syntax
+/// error keeps its excerpt): where (the file and the setting's path, or the
+/// variable and the setting), then what. None of figment's own vocabulary
+/// (profiles such as `default.`, provider names) gets through.
+fn describe(error: figment::Error) -> String {
+    error.into_iter().map(|e| describe_one(&e)).collect::<Vec<_>>().join("\n")
+}
+
+fn describe_one(e: &figment::Error) -> String {
+    use figment::error::Kind;
+    let what = match &e.kind {
+        Kind::UnknownField(_, expected) => format!("unknown setting; expected one of {}", expected.join(", ")),
+        Kind::UnknownVariant(found, expected) => {
+            format!("unknown value `{found}`; expected one of {}", expected.join(", "))
+        }
+        Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => {
+            format!("expected {}, found {found}", plain(expected))
+        }
+        kind => kind.to_string().trim_end().to_owned(),
+    };
+    let key = e.path.join(".");
+    let metadata = e.metadata.as_ref();
+    let from_env = metadata.is_some_and(|m| m.source.is_none() && m.name.contains("environment variable"));
+    match metadata.and_then(|m| m.source.as_ref()) {
+        Some(figment::Source::File(file)) if key.is_empty() => format!("{}: {what}", file.display()),
+        Some(figment::Source::File(file)) => format!("{}: {key}: {what}", file.display()),
+        _ if from_env => format!("HEARTLINE_{} ({key}): {what}", e.path.join("__").to_ascii_uppercase()),
+        _ if key.is_empty() => what,
+        _ => format!("{key}: {what}"),
+    }
+}
+
+/// Serde's names for numbers, as a reader of the config file says them.
+fn plain(expected: &str) -> &str {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +554,39 @@ mod tests {
     }
 
     #[test]
+    fn parse_errors_name_the_file_and_the_setting_in_plain_words() {
+        let message = |name: &str, text: &str| {
+            let path = write(name, text);
+            let error = Config::load(Some(&path), &Overrides::default()).unwrap_err();
+            std::fs::remove_file(&path).unwrap();
+            let message = error.to_string();
+            let file = path.display().to_string();
+            assert!(message.starts_with(&format!("{file}: ")), "{message}");
+            assert!(!message.contains("default.") && !message.contains("TOML file"), "figment's words: {message}");
+            message[file.len() + 2..].to_owned()
+        };
+        assert_eq!(
+            message("unknown", "[feed]\nnode = 1\nstrategi = \"push\"\n"),
+            "feed.strategi: unknown setting; expected one of strategy, max_payload, inbox_cap, celebrity_followers, \
+             active_window, hot_items, hot_window, max_following, node, archive_interval"
+        );
+        assert_eq!(message("port", "listen = \"127.0.0.1:99999\"\n"), "listen: invalid socket address syntax");
+        assert_eq!(
+            message("duration", "[presence]\ngrace = \"5 parsecs\"\n"),
+            "presence.grace: expected a duration, found string \"5 parsecs\""
+        );
+        assert_eq!(
+            message("number", "[limits]\nmax_watch = \"many\"\n"),
+            "limits.max_watch: expected a whole number, found string \"many\""
+        );
+        assert_eq!(
+            message("variant", "[feed]\nstrategy = \"fast\"\n"),
+            "feed.strategy: unknown value `fast`; expected one of pull, push, hybrid"
+        );
+        assert!(message("syntax", "listen = \"127.0.0.1:7400\n").contains("line 1, column"));
+    }
+
+    #[test]
     fn tls_needs_a_certificate_and_origins_are_checked() {
         let tls = write("tls", "[tls]\nlisten = \"127.0.0.1:7403\"\n");
         assert!(matches!(Config::load(Some(&tls), &Overrides::default()), Err(ConfigError::Invalid(_))));
@@ -533,6 +616,7 @@ mod tests {
             "limits",
             "listen",
             "log",
+            "log_format",
             "presence",
             "store",
             "tls",

@@ -78,8 +78,8 @@ impl JwtError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtKeyError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("{path}: the HS256 secret must be at least {MIN_HS256_SECRET} bytes")]
     ShortSecret { path: String },
     #[error("{path}: not a PEM EdDSA (Ed25519) or ES256 (P-256) public key")]
@@ -112,7 +112,7 @@ impl JwtKeys {
     /// `None` when `[jwt]` names no key: JWTs are then refused (BAD_TOKEN).
     pub fn load(config: &crate::config::Jwt) -> Result<Option<Self>, JwtKeyError> {
         let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| JwtKeyError::Read { path: path.display().to_string(), source })
+            std::fs::read(path).map_err(|cause| JwtKeyError::Read { path: path.display().to_string(), cause })
         };
         let mut keys = Vec::new();
         if let Some(path) = &config.hs256_secret_file {

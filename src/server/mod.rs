@@ -84,22 +84,26 @@ const LAST_SEEN_FLUSH: Duration = Duration::from_secs(1);
 const LAST_SEEN_BATCH: usize = 100_000;
 
 /// Why the server could not start.
+///
+/// Its message carries its cause, as the store's and the TLS and JWT
+/// errors do (they are logged by their message alone), so the cause is not
+/// also its `source()`: printed with its chain, each cause shows once.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot use data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot use data dir {path}: {cause}")]
+    DataDir { path: PathBuf, cause: std::io::Error },
     #[error("cannot read or create the secret: {0}")]
     Secret(std::io::Error),
     #[error("cannot open the store: {0}")]
-    Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Store(StoreError),
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: std::io::Error },
     #[error("cannot use the sockets passed by systemd (LISTEN_FDS): {0}")]
     Inherited(std::io::Error),
     #[error("cannot use the TLS certificate: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(tls::TlsError),
     #[error("cannot use the [jwt] keys: {0}")]
-    Jwt(#[from] jwt::JwtKeyError),
+    Jwt(jwt::JwtKeyError),
 }
 
 /// A started server.
@@ -142,7 +146,7 @@ impl Running {
 }
 
 fn create_dir(path: &Path) -> Result<(), StartError> {
-    std::fs::create_dir_all(path).map_err(|source| StartError::DataDir { path: path.to_owned(), source })
+    std::fs::create_dir_all(path).map_err(|cause| StartError::DataDir { path: path.to_owned(), cause })
 }
 
 /// Opens the data dir, binds the sockets, builds every handle and starts
@@ -151,12 +155,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     create_dir(&config.data_dir)?;
     let secret_path = config.data_dir.join("secret");
     let secret = crate::auth::load_or_create_secret(&secret_path).map_err(StartError::Secret)?;
-    let jwt = jwt::JwtKeys::load(&config.jwt)?;
-    let store = Store::open(&config.data_dir.join("store"), config.store.durability)?;
+    let jwt = jwt::JwtKeys::load(&config.jwt).map_err(StartError::Jwt)?;
+    let store = Store::open(&config.data_dir.join("store"), config.store.durability).map_err(StartError::Store)?;
     let udp_keys = UdpKeys::generate().map_err(StartError::Secret)?;
     // Under socket activation systemd holds the sockets across restarts; `config.listen` and `config.udp` are unused then.
     let inherited = systemd::inherited().map_err(StartError::Inherited)?;
-    let bind_error = |addr| move |source| StartError::Bind { addr, source };
+    let bind_error = |addr| move |cause| StartError::Bind { addr, cause };
     let listener = match inherited.tcp {
         Some(listener) => tokio::net::TcpListener::from_std(listener),
         None => net::tcp_listener(config.listen),
@@ -173,7 +177,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admin = admin_listener.local_addr().map_err(bind_error(config.admin.listen))?;
     let tcp = listener.local_addr().map_err(bind_error(config.listen))?;
     // A bad certificate stops the start, before anyone is accepted.
-    let certs = if crate::config::Tls::needed(&config) { Some(tls::Certs::load(&config.tls)?) } else { None };
+    let certs = if crate::config::Tls::needed(&config) {
+        Some(tls::Certs::load(&config.tls).map_err(StartError::Tls)?)
+    } else {
+        None
+    };
     let tls_listener = match config.tls.listen {
         Some(addr) => Some(net::tcp_listener(addr).map_err(bind_error(addr))?),
         None => None,
@@ -233,7 +241,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let restoring = Instant::now();
     let restorer = feed_shell.clone();
     let restored = tokio::task::spawn_blocking(move || restorer.restore()).await;
-    let (edges, posts) = restored.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let (edges, posts) =
+        restored.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())).map_err(StartError::Store)?;
     tracing::info!(edges, posts, took = ?restoring.elapsed(), "feed restored from the store");
     feed_shell.start_fanout(FANOUT_WORKERS);
     for socket in udp_sockets {

@@ -25,12 +25,12 @@ use tokio_rustls::TlsAcceptor;
 pub enum TlsError {
     #[error("tls.cert and tls.key must both be set")]
     Unset,
-    #[error("cannot read {path}: {source}")]
-    Pem { path: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("cannot read {path}: {cause}")]
+    Pem { path: PathBuf, cause: rustls_pki_types::pem::Error },
     #[error("{path} holds no certificate")]
     NoCertificate { path: PathBuf },
-    #[error("the key in {path} cannot be used with the certificate: {source}")]
-    Key { path: PathBuf, source: rustls::Error },
+    #[error("the key in {path} cannot be used with the certificate: {cause}")]
+    Key { path: PathBuf, cause: rustls::Error },
 }
 
 /// The certificate and key in force, swapped whole by [`Certs::reload`].
@@ -94,7 +94,7 @@ impl ResolvesServerCert for Resolver {
 fn read(config: &crate::config::Tls) -> Result<Arc<CertifiedKey>, TlsError> {
     let (Some(cert), Some(key)) = (&config.cert, &config.key) else { return Err(TlsError::Unset) };
     fn pem(path: &Path) -> impl Fn(rustls_pki_types::pem::Error) -> TlsError + '_ {
-        move |source| TlsError::Pem { path: path.to_owned(), source }
+        move |cause| TlsError::Pem { path: path.to_owned(), cause }
     }
     let chain =
         CertificateDer::pem_file_iter(cert).map_err(pem(cert))?.collect::<Result<Vec<_>, _>>().map_err(pem(cert))?;
@@ -104,6 +104,6 @@ fn read(config: &crate::config::Tls) -> Result<Arc<CertifiedKey>, TlsError> {
     let private = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
     let provider = rustls::crypto::ring::default_provider();
     let certified = CertifiedKey::from_der(chain, private, &provider)
-        .map_err(|source| TlsError::Key { path: key.clone(), source })?;
+        .map_err(|cause| TlsError::Key { path: key.clone(), cause })?;
     Ok(Arc::new(certified))
 }

@@ -8,7 +8,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A failed store operation.
+/// A failed store operation. Its message includes its cause, which is
+/// therefore not also its `source()` (it would print twice in a chain).
 ///
 /// `Clone` because one failed group commit is reported to every post that
 /// waited on it (see [`super::Committer`]); the sources sit behind `Arc` so
@@ -16,8 +17,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store's directory could not be created.
-    #[error("cannot create store directory {}: {source}", path.display())]
-    CreateDir { path: PathBuf, source: Arc<io::Error> },
+    #[error("cannot create store directory {}: {cause}", path.display())]
+    CreateDir { path: PathBuf, cause: Arc<io::Error> },
     /// Another handle, in this process or another, has the store open.
     #[error("store {} is already open elsewhere", .0.display())]
     Locked(PathBuf),
@@ -25,7 +26,7 @@ pub enum StoreError {
     /// quota, or a device error. A failed write also leaves the store down
     /// until [`super::Store::recover`].
     #[error("store I/O failed: {0}")]
-    Io(#[source] Arc<io::Error>),
+    Io(Arc<io::Error>),
     /// An earlier write failed, so the engine refuses every write until the
     /// store is reopened ([`super::Store::recover`]): it cannot tell how much
     /// of that write reached the journal.
@@ -41,7 +42,7 @@ pub enum StoreError {
     /// Anything else the engine reported (checksum mismatch, unknown format
     /// version, failed recovery): waiting will not fix it.
     #[error("store engine error: {0}")]
-    Engine(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    Engine(Arc<dyn std::error::Error + Send + Sync>),
 }
 
 /// Why the store cannot serve a write right now, for logs and operators.

@@ -115,7 +115,7 @@ impl Store {
     /// [`StoreError::Locked`] while another handle has `dir` open.
     pub fn open(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source: Arc::new(source) })?;
+            .map_err(|cause| StoreError::CreateDir { path: dir.to_owned(), cause: Arc::new(cause) })?;
         let engine = Engine::open(dir)?;
         Ok(Store {
             inner: Arc::new(Inner {

@@ -52,8 +52,8 @@ const CONNECTING: usize = 64;
 pub(crate) struct Target {
     pub addr: SocketAddr,
     pub keyring: Keyring,
-    /// The admin listener, for the daemon's fanout figures (optional).
-    pub admin: Option<SocketAddr>,
+    /// The admin listener, for the daemon's fanout figures.
+    pub admin: scrape::Admin,
     pub skip_setup: bool,
     /// Stop after loading the graph.
     pub setup_only: bool,
@@ -83,7 +83,9 @@ async fn reply(conn: &mut Conn, req: u64, mut push: impl FnMut(&Item)) -> Result
     loop {
         match conn.recv().await {
             Ok(Message::ItemPush(item)) => push(&item),
-            Ok(Message::Error { req: r, code, message }) if r == req || r == 0 => bail!("error {code}: {message:?}"),
+            Ok(Message::Error { req: r, code, message }) if r == req || r == 0 => {
+                bail!(tcp::server_error(code, &message))
+            }
             Ok(msg @ (Message::Ok { .. } | Message::Published { .. } | Message::Page { .. })) => return Ok(msg),
             Ok(_) => {}
             Err(WireError::Closed) => bail!("connection closed by the server"),
@@ -168,7 +170,9 @@ async fn observe(mut conn: Conn, tracker: Arc<Tracker>, mut stop: watch::Receive
                         tracker.seen(k);
                     }
                 }
-                Ok(Message::Error { code, message, .. }) => errors.add(format!("observer: {code} {message:?}")),
+                Ok(Message::Error { code, message, .. }) => {
+                    errors.add(format!("observer: {}", tcp::server_error(code, &message)))
+                }
                 Ok(_) => {}
                 Err(WireError::Closed) => return errors.add("observer: closed by the server"),
                 Err(e) => return errors.add(format!("observer: {e}")),
@@ -267,12 +271,11 @@ impl DaemonFanout {
 }
 
 /// GET /metrics from the admin listener; `None` (with a note) if it fails.
-async fn scrape(admin: Option<SocketAddr>) -> Option<DaemonFanout> {
-    let addr = admin?;
-    match scrape::metrics(addr).await {
+async fn scrape(admin: &scrape::Admin) -> Option<DaemonFanout> {
+    match admin.metrics().await {
         Ok(body) => Some(DaemonFanout::parse(&body)),
         Err(e) => {
-            eprintln!("note: no /metrics from {addr} ({e:#}): the daemon's fanout lag is not reported");
+            eprintln!("note: no /metrics from {} ({e:#}): the daemon's fanout lag is not reported", admin.addr);
             None
         }
     }
@@ -329,7 +332,7 @@ pub(crate) async fn run(p: Params, t: Target, workload: Workload) -> Result<Repo
     let readers = connecting(w.readers.clone(), false).await.context("connecting readers")?;
     let after_ramp = sample(p.server_pid)?;
     extra.insert("ramp_s", ramp_started.elapsed().as_secs_f64());
-    let metrics_before = scrape(t.admin).await;
+    let metrics_before = scrape(&t.admin).await;
 
     let tracker = Arc::new(Tracker::new(w.watched.clone()));
     let (stop, stopped) = watch::channel(false);
@@ -391,7 +394,7 @@ pub(crate) async fn run(p: Params, t: Target, workload: Workload) -> Result<Repo
         task.await?;
     }
     let end_sample = sample(p.server_pid)?;
-    if let (Some(b), Some(a)) = (metrics_before, scrape(t.admin).await) {
+    if let (Some(b), Some(a)) = (metrics_before, scrape(&t.admin).await) {
         b.since(&a, &mut extra);
     }
     let post_ack = std::mem::replace(&mut *post_ack.lock().unwrap_or_else(|e| e.into_inner()), histogram());

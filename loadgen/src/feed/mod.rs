@@ -14,7 +14,6 @@ pub(crate) mod redis;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -48,9 +47,6 @@ pub(crate) struct Args {
     duration: Duration,
     #[command(flatten)]
     common: crate::Common,
-    /// The daemon's admin listener: its fanout lag histogram goes into `extra`.
-    #[arg(long)]
-    admin: Option<SocketAddr>,
     /// The graph is already in the daemon's data dir (same --users and --seed).
     #[arg(long, conflicts_with = "setup_only")]
     skip_setup: bool,
@@ -72,13 +68,13 @@ pub(crate) struct Args {
 }
 
 impl Args {
-    pub(crate) fn json(&self) -> Option<PathBuf> {
-        self.common.json.clone()
+    pub(crate) fn common(&self) -> &crate::Common {
+        &self.common
     }
 }
 
 /// Runs the scenario: generates the graph, plans, and drives the target.
-pub(crate) fn main(a: Args) -> Result<Report> {
+pub(crate) fn main(a: &Args) -> Result<Report> {
     if a.users < 2 || a.posts_per_s <= 0.0 || a.reads_per_s <= 0.0 || a.readers == 0 {
         bail!("--users must be at least 2; --posts-per-s, --reads-per-s and --readers positive");
     }
@@ -88,7 +84,7 @@ pub(crate) fn main(a: Args) -> Result<Report> {
     }
     let p = Params {
         users: a.users,
-        strategy: a.strategy,
+        strategy: a.strategy.clone(),
         posts_per_s: a.posts_per_s,
         reads_per_s: a.reads_per_s,
         duration: a.duration,
@@ -110,7 +106,7 @@ pub(crate) fn main(a: Args) -> Result<Report> {
         let target = heartline::Target {
             addr: a.addr,
             keyring: a.common.keyring()?,
-            admin: a.admin,
+            admin: a.common.admin(),
             skip_setup: a.skip_setup,
             setup_only: a.setup_only,
         };
