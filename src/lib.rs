@@ -28,6 +28,9 @@
 //!   the TCP and UDP shells, the registry of connections, the feed shell
 //!   and its fanout queue, the expiry ticker, graceful shutdown, systemd
 //!   notification and socket activation, SIGHUP reload.
+//! - `cluster` — membership in a cluster over NATS JetStream: this node's
+//!   key in the members' bucket, the watch, the latest map (the decisions
+//!   are `heartline_core::cluster`'s).
 //! - `admin` — the HTTP admin listener: Prometheus metrics, health probes,
 //!   the JSON presence API; it reads the server through a `Backend`
 //!   snapshot and never imports `server`.
@@ -42,6 +45,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod logging;

@@ -328,6 +328,82 @@ pub fn info(backend: &dyn Backend) -> Response<Body> {
     json(StatusCode::OK, &info)
 }
 
+/// `GET /v1/cluster`: this node's view of its cluster, as `heartline ctl
+/// cluster` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// `false` for a node alone (no `[cluster]` section): nothing else is set.
+    pub enabled: bool,
+    /// This node's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Whether this node's key is in the members' bucket.
+    #[serde(default)]
+    pub joined: bool,
+    /// The map's version: equal on every node that saw the same members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Id>,
+    /// Partitions of the cluster (fixed).
+    #[serde(default)]
+    pub partitions: u32,
+    /// The members, by name.
+    #[serde(default)]
+    pub members: Vec<ClusterMember>,
+}
+
+/// One member in [`ClusterInfo`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    pub node: String,
+    /// Where its users' clients are sent.
+    pub advertise: String,
+    /// The members' bucket revision it joined at.
+    pub joined: Id,
+    /// Partitions it owns in this map.
+    pub partitions_owned: u32,
+}
+
+impl ClusterInfo {
+    /// What `status` shows; `None`: a node alone.
+    pub fn new(status: Option<&crate::cluster::Status>) -> Self {
+        let Some(status) = status else {
+            return Self {
+                enabled: false,
+                node: None,
+                joined: false,
+                version: None,
+                partitions: 0,
+                members: Vec::new(),
+            };
+        };
+        let map = &status.map;
+        let members = map
+            .members
+            .iter()
+            .zip(map.owned_counts())
+            .map(|(m, owned)| ClusterMember {
+                node: m.node.clone(),
+                advertise: m.advertise.clone(),
+                joined: Id(m.joined),
+                partitions_owned: owned,
+            })
+            .collect();
+        Self {
+            enabled: true,
+            node: Some(status.node.clone()),
+            joined: status.joined,
+            version: Some(Id(map.version)),
+            partitions: map.partitions(),
+            members,
+        }
+    }
+}
+
+/// `GET /v1/cluster`.
+pub fn cluster(backend: &dyn Backend) -> Response<Body> {
+    json(StatusCode::OK, &ClusterInfo::new(backend.cluster().as_ref()))
+}
+
 /// The daemon's clock, Unix ms.
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)

@@ -83,6 +83,9 @@ pub trait Backend: Send + Sync + 'static {
     fn issue(&self, claims: &Claims) -> Vec<u8>;
     /// The session TTL, in milliseconds.
     fn ttl_ms(&self) -> u32;
+    /// This node's view of its cluster; `None` for a node alone (no
+    /// `[cluster]` section). Cheap: the latest map, shared.
+    fn cluster(&self) -> Option<crate::cluster::Status>;
 }
 
 /// Gauges of the running server, read at scrape time.
@@ -198,13 +201,14 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/v1/stats") => api::stats(&*state.backend),
         (&Method::GET, "/v1/info") => api::info(&*state.backend),
+        (&Method::GET, "/v1/cluster") => api::cluster(&*state.backend),
         (&Method::POST, "/v1/presence/query") => api::query(state.backend.clone(), req.into_body()).await,
         (&Method::GET, p) if p.starts_with("/v1/presence/") && p != "/v1/presence/query" => {
             api::presence(state.backend.clone(), &p["/v1/presence/".len()..]).await
         }
         (&Method::GET, p) if p.starts_with("/v1/graph/") => api::graph(&*state.backend, &p["/v1/graph/".len()..]),
         (_, "/v1/presence/query") => method_not_allowed("POST"),
-        (_, "/metrics" | "/v1/stats" | "/v1/info") => method_not_allowed("GET"),
+        (_, "/metrics" | "/v1/stats" | "/v1/info" | "/v1/cluster") => method_not_allowed("GET"),
         (_, p) if p.starts_with("/v1/presence/") || p.starts_with("/v1/graph/") => method_not_allowed("GET"),
         (_, p) if p.starts_with("/v1/users/") || p == "/v1/tokens" => writes(state, req).await,
         _ => api::not_found(),

@@ -198,6 +198,22 @@ pub fn render(backend: &dyn Backend) -> String {
         "Fan-out jobs outstanding at which PUBLISH and DELETE are refused with UNAVAILABLE.",
         gauges.fanout_capacity,
     );
+    // Only in a cluster: a node alone renders what it always did.
+    if let Some(cluster) = backend.cluster() {
+        let map = &cluster.map;
+        out.gauge("heartline_cluster_members", "Members in this node's cluster map.", map.members.len());
+        out.gauge("heartline_cluster_map_version", "Version of this node's cluster map.", map.version);
+        out.gauge(
+            "heartline_cluster_partitions_owned",
+            "Partitions this node owns in its cluster map.",
+            map.owned_by(&cluster.node),
+        );
+        out.gauge(
+            "heartline_cluster_joined",
+            "1 when this node's key is in the members' bucket.",
+            u8::from(cluster.joined),
+        );
+    }
     let refused = [("publish", &m.fanout_refused_publish), ("delete", &m.fanout_refused_delete)];
     out.labelled(
         "heartline_fanout_refused_total",

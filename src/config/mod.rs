@@ -48,7 +48,90 @@ pub struct Config {
     pub feed: Feed,
     pub websocket: WebSocket,
     pub tls: Tls,
+    /// Membership in a cluster of nodes over NATS JetStream (docs/cluster.md);
+    /// absent: this node runs alone and opens no NATS connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
 }
+
+/// A cluster of heartline nodes over NATS JetStream (docs/cluster.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    /// NATS server URLs to connect to (a seed list: one reachable is enough).
+    pub nats: Vec<String>,
+    /// This node's name in the cluster (`[A-Za-z0-9_-]`, at most 64 bytes,
+    /// unique); unset: the host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Partitions users are spread over; fixed for the cluster's life.
+    pub partitions: u32,
+    /// The address clients are sent to for the users this node owns
+    /// (`host:port`); unset: `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// The JetStream key-value bucket of the members.
+    pub bucket: String,
+    /// Copies of the bucket JetStream keeps; unset: as many as `nats` has
+    /// URLs, at most 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<usize>,
+    /// A member not refreshed for this long is removed.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How often this node refreshes its key.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self {
+            nats: vec!["nats://127.0.0.1:4222".into()],
+            node: None,
+            partitions: heartline_core::cluster::DEFAULT_PARTITIONS,
+            advertise: None,
+            bucket: "heartline-members".into(),
+            replicas: None,
+            ttl: Duration::from_secs(5),
+            refresh: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Cluster {
+    /// The bucket's replicas: as configured, else min(3, seed URLs).
+    pub fn replicas(&self) -> usize {
+        self.replicas.unwrap_or(self.nats.len().clamp(1, 3))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        use heartline_core::cluster::{valid_name, MAX_PARTITIONS};
+        if self.nats.is_empty() {
+            return Err("cluster.nats must name at least one NATS server".into());
+        }
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(format!("cluster.partitions must be between 1 and {MAX_PARTITIONS}"));
+        }
+        if self.node.as_deref().is_some_and(|n| !valid_name(n)) {
+            return Err("cluster.node must be 1 to 64 of A-Z, a-z, 0-9, _ and -".into());
+        }
+        if self.bucket.is_empty() || !self.bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err("cluster.bucket must be letters, digits, _ and -".into());
+        }
+        if !(1..=5).contains(&self.replicas()) {
+            return Err("cluster.replicas must be between 1 and 5".into());
+        }
+        if self.refresh.is_zero() || self.ttl < self.refresh * 2 || self.ttl > Duration::from_secs(600) {
+            return Err("cluster.ttl must be at least twice cluster.refresh and at most 10 min".into());
+        }
+        Ok(())
+    }
+}
+
+/// Sections that are absent by default, so the serialized defaults do not
+/// name them: the environment reader must know them all the same.
+const OPTIONAL_SECTIONS: [&str; 1] = ["cluster"];
 
 /// The WebSocket listener (RFC 6455, path `/v1/ws`; SPEC.md §13).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -289,6 +372,7 @@ impl Default for Config {
             feed: Feed::default(),
             websocket: WebSocket::default(),
             tls: Tls::default(),
+            cluster: None,
         }
     }
 }
@@ -367,11 +451,13 @@ impl Config {
     /// …), as serde spells them: taken from the serialized defaults, so a new
     /// field is known without another list to keep in step.
     pub fn top_level_keys() -> Vec<String> {
-        match toml::Table::try_from(Config::default()) {
+        let mut keys = match toml::Table::try_from(Config::default()) {
             Ok(table) => table.keys().cloned().collect(),
             // Cannot happen (the defaults always serialize); read nothing then.
             Err(_) => Vec::new(),
-        }
+        };
+        keys.extend(OPTIONAL_SECTIONS.map(String::from));
+        keys
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -422,6 +508,9 @@ impl Config {
         }
         if self.websocket.allowed_origins.iter().any(|o| o != "*" && !o.contains("://")) {
             return invalid("websocket.allowed_origins holds origins (scheme://host[:port]) or \"*\"");
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate().map_err(ConfigError::Invalid)?;
         }
         Ok(())
     }
@@ -610,6 +699,7 @@ mod tests {
         let expected = [
             "admin",
             "auth",
+            "cluster",
             "data_dir",
             "feed",
             "jwt",
@@ -625,6 +715,25 @@ mod tests {
         ];
         assert_eq!(keys, expected);
         assert!(!keys.iter().any(|k| k == "config" || k == "token" || k == "port"));
+    }
+
+    #[test]
+    fn a_cluster_section_is_optional_and_checked() {
+        assert_eq!(Config::default().cluster, None, "a single node unless told");
+        assert!(!Config::default().to_toml().contains("cluster"));
+        let path = write("cluster", "[cluster]\nnats = [\"nats://a:4222\", \"nats://b:4222\"]\nnode = \"n1\"\n");
+        let config = Config::load(Some(&path), &Overrides::default()).unwrap();
+        let cluster = config.cluster.clone().unwrap();
+        assert_eq!((cluster.partitions, cluster.replicas(), cluster.node.as_deref()), (1_024, 2, Some("n1")));
+        let again = write("cluster-again", &config.to_toml());
+        assert_eq!(Config::load(Some(&again), &Overrides::default()).unwrap(), config);
+        let bad = write("cluster-bad", "[cluster]\nttl = \"1s\"\nrefresh = \"1s\"\n");
+        assert!(matches!(Config::load(Some(&bad), &Overrides::default()), Err(ConfigError::Invalid(_))));
+        let name = write("cluster-name", "[cluster]\nnode = \"a.b\"\n");
+        assert!(matches!(Config::load(Some(&name), &Overrides::default()), Err(ConfigError::Invalid(_))));
+        for path in [path, again, bad, name] {
+            std::fs::remove_file(path).unwrap();
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use clap::{Subcommand, ValueEnum};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
-use crate::admin::api::{Entry, Id, Info};
+use crate::admin::api::{ClusterInfo, Entry, Id, Info};
 use heartline_client::{Backoff, Client, ClientConfig, ClientError, LiveEvent, State, Tls};
 use heartline_proto::{limits, Cursor, Item, PresenceEntry, Role, Stats, Status};
 
@@ -111,6 +111,9 @@ enum Command {
     /// The daemon's version, uptime, memory and counts, from its admin
     /// listener (needs no protocol token; the admin token if it has one).
     Info(InfoArgs),
+    /// The cluster as this daemon sees it: members, partitions each owns,
+    /// the map's version (from its admin listener, like `info`).
+    Cluster(InfoArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -265,8 +268,10 @@ fn tls(args: &Args) -> Result<Option<Tls>, ClientError> {
 /// Runs one `ctl` command.
 pub async fn run(args: Args) -> Result<(), CtlError> {
     let out = Output { json: args.json };
-    if let Command::Info(info) = &args.command {
-        return show_info(info, &out).await;
+    match &args.command {
+        Command::Info(info) => return show_admin::<Info>(info, "/v1/info", &out).await,
+        Command::Cluster(info) => return show_admin::<ClusterInfo>(info, "/v1/cluster", &out).await,
+        _ => {}
     }
     let token = crate::auth::from_text(args.token.as_deref().ok_or(CtlError::NoToken)?)?;
     let connect_error = |source| CtlError::Connect { addr: args.addr.clone(), source };
@@ -347,19 +352,22 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
             out.done(&format!("unblocked user {user}"))?;
         }
         Command::Stats(_) => out.one(&client.stats().await?)?,
-        Command::Info(_) => unreachable!("answered over HTTP above"),
+        Command::Info(_) | Command::Cluster(_) => unreachable!("answered over HTTP above"),
     }
     client.close().await?;
     Ok(())
 }
 
-/// `ctl info`: `GET /v1/info` from the admin listener.
-async fn show_info(args: &InfoArgs, out: &Output) -> Result<(), CtlError> {
-    const PATH: &str = "/v1/info";
-    let info: Info = admin::get(&args.admin, PATH, args.admin_token.as_deref())
+/// `ctl info` and `ctl cluster`: a GET of `path` from the admin listener.
+async fn show_admin<T: Show + serde::de::DeserializeOwned>(
+    args: &InfoArgs,
+    path: &'static str,
+    out: &Output,
+) -> Result<(), CtlError> {
+    let answer: T = admin::get(&args.admin, path, args.admin_token.as_deref())
         .await
-        .map_err(|source| CtlError::Admin { addr: args.admin.clone(), path: PATH, source })?;
-    out.one(&info)
+        .map_err(|source| CtlError::Admin { addr: args.admin.clone(), path, source })?;
+    out.one(&answer)
 }
 
 /// Shows what `events` yields as it comes, until Ctrl-C or the stream ends;
@@ -551,6 +559,33 @@ impl Show for Info {
     }
 }
 
+impl Show for ClusterInfo {
+    fn show(&self) -> String {
+        let (Some(node), Some(version)) = (&self.node, self.version) else {
+            return "not in a cluster (no [cluster] section): this node runs alone".to_owned();
+        };
+        let joined = if self.joined { "joined" } else { "not joined (cannot reach NATS?)" };
+        let mut text = format!(
+            "node {node}, {joined}\nmap version {}, {} partitions, {} members",
+            version.0,
+            self.partitions,
+            self.members.len()
+        );
+        for m in &self.members {
+            let me = if m.node == *node { " (this node)" } else { "" };
+            text.push_str(&format!(
+                "\n  {:<20} {:>6} partitions  {}  joined at revision {}{me}",
+                m.node, m.partitions_owned, m.advertise, m.joined.0
+            ));
+        }
+        text
+    }
+
+    fn json(&self) -> impl Serialize + '_ {
+        self
+    }
+}
+
 /// `2026-11-21 12:00:00Z`, from Unix ms.
 fn timestamp(ms: u64) -> String {
     let at = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms));
@@ -692,5 +727,38 @@ mod tests {
         let unknown = Info { started_at_ms: None, uptime_s: None, rss_bytes: None, store_up: false, ..info };
         let text = unknown.show();
         assert!(text.contains("uptime unknown\nresident memory unknown\n") && text.ends_with("store down"), "{text}");
+    }
+
+    #[test]
+    fn cluster_reads_well() {
+        use crate::admin::api::ClusterMember;
+        let member = |node: &str, joined, owned| ClusterMember {
+            node: node.into(),
+            advertise: format!("{node}:7400"),
+            joined: Id(joined),
+            partitions_owned: owned,
+        };
+        let info = ClusterInfo {
+            enabled: true,
+            node: Some("a".into()),
+            joined: true,
+            version: Some(Id(12)),
+            partitions: 1_024,
+            members: vec![member("a", 3, 500), member("b", 12, 524)],
+        };
+        assert_eq!(
+            info.show(),
+            "node a, joined\nmap version 12, 1024 partitions, 2 members\n  \
+             a                       500 partitions  a:7400  joined at revision 3 (this node)\n  \
+             b                       524 partitions  b:7400  joined at revision 12"
+        );
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!((json["version"].as_str(), json["members"][1]["joined"].as_str()), (Some("12"), Some("12")));
+        let alone = ClusterInfo::new(None);
+        assert!(alone.show().starts_with("not in a cluster"));
+        assert_eq!(
+            serde_json::to_string(&alone).unwrap(),
+            r#"{"enabled":false,"joined":false,"partitions":0,"members":[]}"#
+        );
     }
 }

@@ -30,6 +30,7 @@ use crate::metrics::{self, Metrics};
 use crate::store::Store;
 
 pub(super) struct AdminView {
+    pub(super) cluster: Option<crate::cluster::Cluster>,
     pub(super) node: Arc<Node>,
     pub(super) fanout: Arc<FeedShell>,
     pub(super) store: Store,
@@ -39,6 +40,10 @@ pub(super) struct AdminView {
 impl Backend for AdminView {
     fn metrics(&self) -> &Metrics {
         &self.node.metrics
+    }
+
+    fn cluster(&self) -> Option<crate::cluster::Status> {
+        self.cluster.as_ref().map(crate::cluster::Cluster::status)
     }
 
     fn gauges(&self) -> Gauges {

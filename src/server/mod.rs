@@ -104,6 +104,8 @@ pub enum StartError {
     Tls(tls::TlsError),
     #[error("cannot use the [jwt] keys: {0}")]
     Jwt(jwt::JwtKeyError),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
 }
 
 /// A started server.
@@ -251,7 +253,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ticker = Ticker { node: node.clone(), store: store.clone(), archive_every: config.feed.archive_interval };
     let ticker = tokio::spawn(ticker.run(stop.clone()));
     let shutdown = CancellationToken::new();
+    // Joins in the background; leaves when the drain starts, so the others
+    // take this node's partitions at once.
+    let (cluster, cluster_task) = match &config.cluster {
+        Some(settings) => {
+            let (cluster, task) =
+                crate::cluster::start(settings, tcp, shutdown.clone()).map_err(StartError::Cluster)?;
+            (Some(cluster), Some(task))
+        }
+        None => (None, None),
+    };
     let backend = admin_view::AdminView {
+        cluster,
         node: node.clone(),
         fanout: feed_shell.clone(),
         store: store.clone(),
@@ -278,7 +291,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let serve = move |stream, peer| ws::accept(stream, peer, &ws);
         tokio::spawn(stream::accept_loop(listener, shutdown.clone(), serve));
     }
-    let accepting = Accepting { handles, store, stop: stop.clone() };
+    let accepting = Accepting { handles, store, stop: stop.clone(), cluster: cluster_task };
     let task = tokio::spawn(accepting.run(listener, ticker, shutdown.clone()));
     let (ws_scheme, shown) =
         (if config.websocket.tls { "wss" } else { "ws" }, |a: Option<SocketAddr>| a.map(|a| a.to_string()));
@@ -303,10 +316,12 @@ struct Accepting {
     store: Store,
     /// Cancelled when the server stops for good: every loop ends.
     stop: CancellationToken,
+    /// The cluster shell, leaving once the drain starts.
+    cluster: Option<JoinHandle<()>>,
 }
 
 impl Accepting {
-    async fn run(self, listener: tokio::net::TcpListener, ticker: JoinHandle<()>, shutdown: CancellationToken) {
+    async fn run(mut self, listener: tokio::net::TcpListener, ticker: JoinHandle<()>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -324,6 +339,10 @@ impl Accepting {
         systemd::tell("STOPPING=1\nSTATUS=draining");
         let node = self.handles.node.clone();
         drain(&node).await;
+        if let Some(cluster) = self.cluster.take() {
+            // It gives up on NATS within its own bound; this one is a backstop.
+            let _ = tokio::time::timeout(TASKS_GONE, cluster).await;
+        }
         self.stop.cancel();
         let _ = ticker.await;
         let mut last_seen = node.presence.pending_last_seen();

@@ -9,6 +9,9 @@
 //!   expiry, grace windows, watches and the privacy policy point.
 //! - [`conn`] — one connection's protocol state machine (SPEC.md §5), the
 //!   same for every transport: frames in, effects out.
+//! - [`cluster`] — cluster membership from the members' bucket, users to
+//!   partitions, partitions to members by rendezvous hashing, the versioned
+//!   map.
 //! - [`feed`] — posts, the social graph, home timelines by pull, push and
 //!   hybrid, cursor pages over hot and cold items.
 //!
@@ -17,6 +20,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cluster;
 pub mod conn;
 pub mod feed;
 pub mod presence;
