@@ -29,7 +29,7 @@ pub use admin::AdminError;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The daemon's protocol address (TCP); `tls://host:port` for its TLS
-    /// listener. Every command but `info` (see its `--admin`) connects here.
+    /// listener. Every command but `info` and `cluster` (see their `--admin`) connects here.
     #[arg(long, default_value = "127.0.0.1:7400", global = true)]
     addr: String,
     /// Connect with TLS (as `tls://` in `--addr` does), trusting the
@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME", global = true)]
     tls_name: Option<String>,
     /// A token, as `heartline token` prints it (hex): a user's, or with
-    /// `--gateway` a gateway's. Every command but `info` needs one.
+    /// `--gateway` a gateway's. Every command but `info` and `cluster` needs one.
     #[arg(long, env = "HEARTLINE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Machine-readable output: one JSON value per line, ids (users, posts,
