@@ -63,6 +63,7 @@ error_codes! {
     TooManyConnections = 18, "TOO_MANY_CONNECTIONS", closes: true;
     Internal = 19, "INTERNAL", closes: false;
     Disconnected = 20, "DISCONNECTED", closes: true;
+    Moved = 21, "MOVED", closes: false;
 }
 
 impl std::fmt::Display for ErrorCode {
