@@ -406,10 +406,7 @@ mod cases {
                     ws: text("wss://hl-3.example/ws"),
                 },
             ),
-            (
-                "redirect_no_ws",
-                Message::Redirect { version: 7, node: text("b"), addr: text("h:1"), ws: text("") },
-            ),
+            ("redirect_no_ws", Message::Redirect { version: 7, node: text("b"), addr: text("h:1"), ws: text("") }),
             ("cluster_map", Message::ClusterMap { req: 9 }),
             (
                 "cluster_map_reply",
@@ -419,7 +416,11 @@ mod cases {
                     partitions: 1024,
                     members: vec![
                         MapMember { node: text("hl-1"), addr: text("10.0.0.1:7400"), ws: text("") },
-                        MapMember { node: text("hl-2"), addr: text("10.0.0.2:7400"), ws: text("ws://10.0.0.2:7401/ws") },
+                        MapMember {
+                            node: text("hl-2"),
+                            addr: text("10.0.0.2:7400"),
+                            ws: text("ws://10.0.0.2:7401/ws"),
+                        },
                     ],
                 },
             ),
@@ -748,7 +749,8 @@ const ROUTE_DESCRIPTION: &str = "Routing in a cluster (SPEC.md §14.2). partitio
 fn route_vectors() -> Vec<Value> {
     use heartline_proto::route::{name_hash, owner_of, partition_of, weight};
     let mut out = Vec::new();
-    for (user, partitions) in [(0, 1024), (1, 1024), (42, 1024), (1_000_000, 1024), (u64::MAX, 1024), (42, 1), (42, 65_536)]
+    for (user, partitions) in
+        [(0, 1024), (1, 1024), (42, 1024), (1_000_000, 1024), (u64::MAX, 1024), (42, 1), (42, 65_536)]
     {
         out.push(json!({ "name": format!("partition_{user}_{partitions}"), "user": user, "partitions": partitions,
             "partition": partition_of(user, partitions) }));
@@ -777,7 +779,11 @@ fn route_functions() {
         let name = v["name"].as_str().unwrap();
         let partitions = v["partitions"].as_u64().map(|p| p as u32);
         if let Some(p) = v.get("partition").filter(|_| v.get("user").is_some()) {
-            assert_eq!(u64::from(partition_of(v["user"].as_u64().unwrap(), partitions.unwrap())), p.as_u64().unwrap(), "{name}");
+            assert_eq!(
+                u64::from(partition_of(v["user"].as_u64().unwrap(), partitions.unwrap())),
+                p.as_u64().unwrap(),
+                "{name}"
+            );
         } else if let Some(w) = v.get("weight") {
             let node = v["node"].as_str().unwrap();
             assert_eq!(name_hash(node), hex(&v["name_hash"]), "{name}");

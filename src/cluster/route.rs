@@ -15,7 +15,11 @@ use super::Cluster;
 
 /// A member as the wire carries it.
 fn wire(member: &cluster::MapMember) -> MapMember {
-    MapMember { node: member.node.as_str().into(), addr: member.advertise.as_str().into(), ws: member.ws.as_str().into() }
+    MapMember {
+        node: member.node.as_str().into(),
+        addr: member.advertise.as_str().into(),
+        ws: member.ws.as_str().into(),
+    }
 }
 
 impl Cluster {

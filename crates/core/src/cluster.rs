@@ -41,8 +41,8 @@ pub const MAX_NAME: usize = route::MAX_NODE;
 pub const MAX_VALUE: usize = 1_024;
 
 // The hashes are the protocol's (SPEC.md §14.2): gateways compute them too.
-use heartline_proto::route::{self, name_hash, weight};
 pub use heartline_proto::route::partition_of;
+use heartline_proto::route::{self, name_hash, weight};
 
 /// Whether `name` may name a member: 1 to [`MAX_NAME`] bytes of
 /// `[A-Za-z0-9_-]` (a key of the bucket, one subject token).
@@ -94,7 +94,12 @@ impl Member {
         }
         let member: Member = serde_json::from_slice(value).map_err(|_| MemberError::Json)?;
         let addr = |a: &str| a.len() <= route::MAX_ADDR;
-        if member.node != key || !valid_name(key) || member.advertise.is_empty() || !addr(&member.advertise) || !addr(&member.ws) {
+        if member.node != key
+            || !valid_name(key)
+            || member.advertise.is_empty()
+            || !addr(&member.advertise)
+            || !addr(&member.ws)
+        {
             return Err(MemberError::Name);
         }
         Ok(member)
@@ -241,7 +246,8 @@ impl Membership {
                         }
                     }
                     _ => {
-                        let tracked = Tracked { advertise: member.advertise, ws: member.ws, joined, revision, seen_ms: now_ms };
+                        let tracked =
+                            Tracked { advertise: member.advertise, ws: member.ws, joined, revision, seen_ms: now_ms };
                         self.members.insert(key.to_owned(), tracked);
                         true
                     }
@@ -280,7 +286,12 @@ impl Membership {
         let members = self
             .members
             .iter()
-            .map(|(node, t)| MapMember { node: node.clone(), advertise: t.advertise.clone(), ws: t.ws.clone(), joined: t.joined })
+            .map(|(node, t)| MapMember {
+                node: node.clone(),
+                advertise: t.advertise.clone(),
+                ws: t.ws.clone(),
+                joined: t.joined,
+            })
             .collect();
         ClusterMap::new(self.version, members, self.partitions)
     }
@@ -344,7 +355,8 @@ mod tests {
         let a = Member { node: "a".into(), advertise: "a:1".into(), ws: String::new(), joined: None }.to_value();
         assert_eq!(m.apply(put("a", 3, &a), 0), Ok(true));
         assert_eq!((m.version(), m.joined("a")), (3, Some(3)));
-        let refresh = Member { node: "a".into(), advertise: "a:1".into(), ws: String::new(), joined: Some(3) }.to_value();
+        let refresh =
+            Member { node: "a".into(), advertise: "a:1".into(), ws: String::new(), joined: Some(3) }.to_value();
         assert_eq!(m.apply(put("a", 5, &refresh), 1_000), Ok(false), "a refresh changes nothing");
         assert_eq!(m.version(), 3);
         let b = Member { node: "b".into(), advertise: "b:1".into(), ws: String::new(), joined: None }.to_value();

@@ -16,8 +16,8 @@ use heartline_proto::{
 };
 
 use super::*;
-use heartline_proto::MapMember;
 use crate::presence::{PresenceConfig, TICK_MS};
+use heartline_proto::MapMember;
 
 const TTL_MS: u32 = 3_000;
 const GRACE_MS: u32 = 1_000;
@@ -753,12 +753,8 @@ fn a_client_of_a_user_owned_elsewhere_is_redirected_and_gets_no_session() {
     w.take(watcher);
     let id = w.connect();
     w.send(id, World::hello(Role::Client, w.user_token(1), 0));
-    let redirect = Message::Redirect {
-        version: 9,
-        node: "hl-3".into(),
-        addr: "hl-3.example:7400".into(),
-        ws: Text::default(),
-    };
+    let redirect =
+        Message::Redirect { version: 9, node: "hl-3".into(), addr: "hl-3.example:7400".into(), ws: Text::default() };
     assert_eq!(w.take(id), vec![redirect]);
     assert!(w.closed(id));
     assert_eq!(w.presence.totals().sessions, 0);
@@ -779,7 +775,10 @@ fn redirects_carry_the_owner_s_websocket_url_and_the_owner_welcomes() {
     w.send(id, World::hello(Role::Client, w.user_token(on_hl2), 0));
     match w.take(id).as_slice() {
         [Message::Redirect { version: 9, node, addr, ws }] => {
-            assert_eq!((node.as_str(), addr.as_str(), ws.as_str()), ("hl-2", "hl-2.example:7400", "wss://hl-2.example/ws"));
+            assert_eq!(
+                (node.as_str(), addr.as_str(), ws.as_str()),
+                ("hl-2", "hl-2.example:7400", "wss://hl-2.example/ws")
+            );
         }
         other => panic!("no REDIRECT: {other:?}"),
     }
