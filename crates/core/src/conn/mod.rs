@@ -346,7 +346,14 @@ impl Connection {
                         beats.status = status;
                         *session
                     }
-                    (Phase::Gateway, Some(session)) => session,
+                    (Phase::Gateway, Some(session)) => {
+                        // A session whose user moved to another node by a newer map (SPEC.md §14.5).
+                        let user = env.presence().user_of(session, self.id).ok();
+                        if let Some((user, owner)) = user.and_then(|u| env.owner_of(u).map(|o| (u, o))) {
+                            return self.fail(req, ErrorCode::Moved, moved(user, &owner), out);
+                        }
+                        session
+                    }
                     _ => return self.fail(req, ErrorCode::Forbidden, "session field is for gateways only", out),
                 };
                 self.set_status(env, req, target, status, Some(text), now_ms, true, out)
@@ -562,11 +569,10 @@ impl Connection {
 
     /// All or nothing (SPEC.md §4.21): a refused OPEN leaves no trace.
     fn open(&mut self, env: &impl Env, req: u64, entries: &[OpenEntry], now_ms: u64, out: &mut Vec<Effect>) -> Flow {
-        if let Some((user, Owner { version, member })) =
+        if let Some((user, owner)) =
             entries.iter().find_map(|entry| env.owner_of(entry.user).map(|owner| (entry.user, owner)))
         {
-            let message = format!("user {user} is on {} by map version {version}", member.node.as_str());
-            return self.fail(req, ErrorCode::Moved, message, out);
+            return self.fail(req, ErrorCode::Moved, moved(user, &owner), out);
         }
         let wanted = entries.iter().map(|entry| (entry.user, entry.status));
         match env.presence().open_all(wanted, self.id, now_ms) {
@@ -617,6 +623,11 @@ impl Connection {
             presence.unwatch(user, self.id);
         }
     }
+}
+
+/// MOVED's message (SPEC.md §14.5): for logs; the gateway fetches the map again.
+fn moved(user: u64, owner: &Owner) -> String {
+    format!("user {user} is on {} by map version {}", owner.member.node.as_str(), owner.version)
 }
 
 /// Applies a gateway's batch (over TCP or UDP) for connection `owner`;

@@ -847,3 +847,31 @@ fn a_single_node_answers_the_map_with_itself_and_refuses_nothing() {
         w.client(user);
     }
 }
+
+#[test]
+fn a_gateway_s_status_change_for_a_user_that_moved_away_gets_moved() {
+    let mut w = World::new();
+    let entry = |user| OpenEntry { user, device: Device::Web, status: Status::Online };
+    let gw = w.gateway();
+    // Opened while this node was alone; then it joins a cluster where hl-3 owns user 1.
+    w.send(gw, Message::Open { req: 1, entries: vec![entry(1), entry(4)] });
+    let sessions = match w.take(gw).as_slice() {
+        [Message::Opened { sessions, .. }] => sessions.clone(),
+        other => panic!("no OPENED: {other:?}"),
+    };
+    w.in_cluster("hl-1");
+    assert_eq!((w.owner(1), w.owner(4)), ("hl-3", "hl-1"));
+    let set = |req, session| Message::SetStatus { req, session: Some(session), status: Status::Away, text: "".into() };
+    w.send(gw, set(2, sessions[0]));
+    match w.take(gw).as_slice() {
+        [Message::Error { req: 2, code, message }] => {
+            assert_eq!(ErrorCode::from_u16(*code), Some(ErrorCode::Moved));
+            assert_eq!(message.as_str(), "user 1 is on hl-3 by map version 9");
+        }
+        other => panic!("expected MOVED: {other:?}"),
+    }
+    assert_eq!(w.presence.lookup(1).unwrap().status, Status::Online, "nothing changed");
+    // Its own user's session changes as before.
+    w.send(gw, set(3, sessions[1]));
+    assert_eq!(w.take(gw), vec![Message::Ok { req: 3 }]);
+}
