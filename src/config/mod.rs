@@ -742,7 +742,10 @@ mod tests {
         assert!(matches!(Config::load(Some(&bad), &Overrides::default()), Err(ConfigError::Invalid(_))));
         let name = write("cluster-name", "[cluster]\nnode = \"a.b\"\n");
         assert!(matches!(Config::load(Some(&name), &Overrides::default()), Err(ConfigError::Invalid(_))));
-        for path in [path, again, bad, name] {
+        let long = write("cluster-ws", &format!("[cluster]\nadvertise_ws = \"ws://{}\"\n", "h".repeat(251)));
+        let refused = Config::load(Some(&long), &Overrides::default());
+        assert!(matches!(refused, Err(ConfigError::Invalid(_))), "{refused:?}");
+        for path in [path, again, bad, name, long] {
             std::fs::remove_file(path).unwrap();
         }
     }
