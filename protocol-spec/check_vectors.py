@@ -35,9 +35,13 @@ MAX_ERROR_TEXT = 256
 MAX_PAYLOAD = 65_536
 MAX_PAGE = 100
 MAX_DATAGRAM = 65_507
+MAX_PARTITIONS = 65_536        # §14
+MAX_NODE = 64
+MAX_ADDR = 255
+MAX_MEMBERS = 1_024
 MIN_DATAGRAM = 13
 
-# §9.1: the error codes 1..=20, in order, and whether the connection is closed after each
+# §9.1: the error codes 1..=21, in order, and whether the connection is closed after each
 CLOSES = {
     "MALFORMED": True, "UNKNOWN_TYPE": False, "FRAME_TOO_LARGE": True,
     "UNSUPPORTED_VERSION": True, "UNAUTHENTICATED": True, "BAD_TOKEN": True,
@@ -45,7 +49,7 @@ CLOSES = {
     "LIMIT_EXCEEDED": False, "PAYLOAD_TOO_LARGE": False, "NOT_FOUND": False,
     "RATE_LIMITED": False, "SLOW_CONSUMER": True, "SESSION_EXPIRED": True,
     "UNAVAILABLE": False, "TOO_MANY_CONNECTIONS": True, "INTERNAL": False,
-    "DISCONNECTED": True,
+    "DISCONNECTED": True, "MOVED": False,
 }
 
 # §2.8 enumerations: the index is the wire value (None = undefined value)
@@ -437,6 +441,15 @@ def enc_timeline(w, m):
         w.u64(value)
     w.u8(m["limit"])
 
+MEMBER = checked(struct(("node", text(MAX_NODE, "MALFORMED")), ("addr", text(MAX_ADDR, "MALFORMED")),
+                        ("ws", text(MAX_ADDR, "MALFORMED"))),
+                 lambda m: m["node"] != "" and m["addr"] != "")
+REDIRECT = (lambda r: {"version": r.varint(), **MEMBER[0](r)},
+            lambda w, m: (w.varint(m["version"]), MEMBER[1](w, m)))
+CLUSTER_MAP_REPLY = struct(REQ, ("version", VARINT),
+                           ("partitions", checked(VARINT32, lambda v: 1 <= v <= MAX_PARTITIONS)),
+                           ("members", array(MAX_MEMBERS, "MALFORMED", 3, MEMBER)))
+
 
 def newest_first(items):                                # PAGE order; else client-close (§4.30)
     return all(a["post"] > b["post"] for a, b in zip(items, items[1:]))
@@ -452,6 +465,7 @@ MESSAGES = {
     0x05: ("ERROR", True, struct(REQ, ("code", checked(VARINT, lambda v: v <= 0xFFFF)),
                                  ("message", text(MAX_ERROR_TEXT, "MALFORMED")))),
     0x06: ("OK", True, struct(REQ)),
+    0x07: ("REDIRECT", True, REDIRECT),
     0x10: ("HEARTBEAT", False, (dec_heartbeat, enc_heartbeat)),
     0x11: ("SET_STATUS", False, (dec_set_status, enc_set_status)),
     0x12: ("WATCH", False, USERS),
@@ -464,6 +478,8 @@ MESSAGES = {
     0x18: ("STATS_REPLY", True, struct(REQ, ("stats", struct(
         ("online_users", VARINT), ("sessions", VARINT), ("watches", VARINT),
         ("connections", VARINT))))),
+    0x19: ("CLUSTER_MAP", False, struct(REQ)),
+    0x1a: ("CLUSTER_MAP_REPLY", True, CLUSTER_MAP_REPLY),
     0x20: ("OPEN", False, struct(REQ, ("entries", array(MAX_BATCH, "LIMIT_EXCEEDED", 3, struct(
         ("user", VARINT), ("device", enum(DEVICES)), ("status", STATUS_SET)), minimum=1)))),
     0x21: ("OPENED", True, SESSIONS),
@@ -722,10 +738,58 @@ def check_udp(c, file, v, key):
     c.expect(file, v["name"], "encode", v["hex"], outcome(encode_datagram, v["datagram"], key))
 
 
+# ----------------------------------------------------------------------------- routing (§14.2)
+
+def mix(x):                                             # SplitMix64's finalizer
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % MOD64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % MOD64
+    return x ^ (x >> 31)
+
+
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def name_hash(name):                                    # FNV-1a 64 of the UTF-8 bytes
+    h = 0xCBF29CE484222325
+    for b in name.encode():
+        h = ((h ^ b) * 0x100000001B3) % MOD64
+    return h
+
+
+def partition_of(user, partitions):
+    return mix(user ^ GOLDEN) % max(partitions, 1)
+
+
+def weight(node_hash, partition):
+    return mix(node_hash ^ mix((partition + GOLDEN) % MOD64))
+
+
+def owner_of(members, user, partitions):                # highest weight, ties to the smaller name
+    p = partition_of(user, partitions)
+    best = None
+    for name in members:
+        key = (weight(name_hash(name), p), [-b for b in name.encode()] + [1])
+        if best is None or key > best[0]:
+            best = (key, name)
+    return best[1] if best else None
+
+
+def check_route(c, file, v):
+    if "weight" in v:
+        h = name_hash(v["node"])
+        c.expect(file, v["name"], "name_hash", v["name_hash"], f"{h:016x}")
+        c.expect(file, v["name"], "weight", v["weight"], f"{weight(h, v['partition']):016x}")
+    elif "owner" in v:
+        c.expect(file, v["name"], "owner", v["owner"], owner_of(v["members"], v["user"], v["partitions"]))
+    else:
+        c.expect(file, v["name"], "partition", v["partition"], partition_of(v["user"], v["partitions"]))
+
+
 def main():
     c = Checker()
     for file, check in [("tcp.json", check_valid_tcp), ("batch.json", check_valid_tcp),
-                        ("malformed.json", check_malformed), ("heartbeat.json", check_heartbeat)]:
+                        ("malformed.json", check_malformed), ("heartbeat.json", check_heartbeat),
+                        ("route.json", check_route)]:
         for v in json.loads((VECTOR_DIR / file).read_text())["vectors"]:
             check(c, file, v)
     udp = json.loads((VECTOR_DIR / "udp.json").read_text())

@@ -171,7 +171,7 @@ fn every_type_is_covered() {
             seen.insert(v["message"]["type"].as_str().unwrap().to_owned());
         }
     }
-    assert_eq!(seen.len(), 28, "{seen:?}");
+    assert_eq!(seen.len(), 31, "{seen:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -397,6 +397,42 @@ mod cases {
             ("live_off", Message::Live { req: 25, on: false }),
             ("item_push", Message::ItemPush(item(0x0200_0000_0000_0003, 42, 1, b"\x00\xff"))),
             ("deleted_push", Message::DeletedPush { post: 0x0200_0000_0000_0001 }),
+            (
+                "redirect",
+                Message::Redirect {
+                    version: 42,
+                    node: text("hl-3"),
+                    addr: text("10.0.0.3:7400"),
+                    ws: text("wss://hl-3.example/ws"),
+                },
+            ),
+            ("redirect_no_ws", Message::Redirect { version: 7, node: text("b"), addr: text("h:1"), ws: text("") }),
+            ("cluster_map", Message::ClusterMap { req: 9 }),
+            (
+                "cluster_map_reply",
+                Message::ClusterMapReply {
+                    req: 9,
+                    version: 42,
+                    partitions: 1024,
+                    members: vec![
+                        MapMember { node: text("hl-1"), addr: text("10.0.0.1:7400"), ws: text("") },
+                        MapMember {
+                            node: text("hl-2"),
+                            addr: text("10.0.0.2:7400"),
+                            ws: text("ws://10.0.0.2:7401/ws"),
+                        },
+                    ],
+                },
+            ),
+            (
+                "cluster_map_reply_single_node",
+                Message::ClusterMapReply {
+                    req: 1,
+                    version: 0,
+                    partitions: 1,
+                    members: vec![MapMember { node: text("local"), addr: text("127.0.0.1:7400"), ws: text("") }],
+                },
+            ),
         ]
     }
 
@@ -543,6 +579,13 @@ mod cases {
             ("welcome_truncated", framed("02 01"), Malformed),
             ("ok_missing_req", framed("06"), Malformed),
             ("deleted_push_short_id", framed("38 00000001"), Malformed),
+            ("redirect_empty_node", framed("07 01 00 03 683a31 00"), Malformed),
+            ("redirect_empty_addr", framed("07 01 0162 00 00"), Malformed),
+            ("redirect_missing_ws", framed("07 01 0162 03 683a31"), Malformed),
+            ("cluster_map_reply_zero_partitions", framed("1a 01 01 00 00"), Malformed),
+            ("cluster_map_reply_partitions_over_65536", framed("1a 01 01 81800400"), Malformed),
+            ("cluster_map_reply_members_over_1024", framed("1a 01 01 01 8108"), Malformed),
+            ("cluster_map_reply_count_over_bytes", framed("1a 01 01 01 02 0162 03683a31 00"), Malformed),
         ]
     }
 
@@ -695,4 +738,60 @@ fn bless() {
         "key": hex::encode(UDP_KEY),
     });
     write("udp.json", header, udp_vectors);
+    write("route.json", describe(ROUTE_DESCRIPTION), route_vectors());
+}
+
+const ROUTE_DESCRIPTION: &str = "Routing in a cluster (SPEC.md §14.2). partition: {user, partitions, partition}; \
+     weight: {node, name_hash, partition, weight} (name_hash and weight as 16 lowercase hex digits); \
+     owner: {members, partitions, user, owner}.";
+
+/// The cases of route.json: users' partitions, members' weights and owners.
+fn route_vectors() -> Vec<Value> {
+    use heartline_proto::route::{name_hash, owner_of, partition_of, weight};
+    let mut out = Vec::new();
+    for (user, partitions) in
+        [(0, 1024), (1, 1024), (42, 1024), (1_000_000, 1024), (u64::MAX, 1024), (42, 1), (42, 65_536)]
+    {
+        out.push(json!({ "name": format!("partition_{user}_{partitions}"), "user": user, "partitions": partitions,
+            "partition": partition_of(user, partitions) }));
+    }
+    for (node, partition) in [("hl-1", 0), ("hl-2", 0), ("hl-3", 0), ("hl-1", 7), ("hl-2", 7), ("hl-3", 7), ("", 1)] {
+        out.push(json!({ "name": format!("weight_{node}_{partition}"), "node": node, "partition": partition,
+            "name_hash": format!("{:016x}", name_hash(node)),
+            "weight": format!("{:016x}", weight(name_hash(node), partition)) }));
+    }
+    let members = ["hl-1", "hl-2", "hl-3"];
+    for user in [1u64, 2, 3, 4, 5, 42, 1_000_000] {
+        let owner = owner_of(members, user, 1024).map(|i| members[i]);
+        out.push(json!({ "name": format!("owner_{user}"), "members": members, "partitions": 1024, "user": user,
+            "owner": owner }));
+    }
+    out
+}
+
+#[test]
+fn route_functions() {
+    use heartline_proto::route::{name_hash, owner_of, partition_of, weight};
+    let hex = |v: &Value| u64::from_str_radix(v.as_str().unwrap(), 16).unwrap();
+    let vectors = load("route.json");
+    assert!(vectors.len() >= 21);
+    for v in vectors {
+        let name = v["name"].as_str().unwrap();
+        let partitions = v["partitions"].as_u64().map(|p| p as u32);
+        if let Some(p) = v.get("partition").filter(|_| v.get("user").is_some()) {
+            assert_eq!(
+                u64::from(partition_of(v["user"].as_u64().unwrap(), partitions.unwrap())),
+                p.as_u64().unwrap(),
+                "{name}"
+            );
+        } else if let Some(w) = v.get("weight") {
+            let node = v["node"].as_str().unwrap();
+            assert_eq!(name_hash(node), hex(&v["name_hash"]), "{name}");
+            assert_eq!(weight(name_hash(node), v["partition"].as_u64().unwrap() as u32), hex(w), "{name}");
+        } else {
+            let members: Vec<&str> = v["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+            let owner = owner_of(members.iter().copied(), v["user"].as_u64().unwrap(), partitions.unwrap());
+            assert_eq!(owner.map(|i| members[i]), v["owner"].as_str(), "{name}");
+        }
+    }
 }

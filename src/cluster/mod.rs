@@ -14,6 +14,8 @@
 //! NATS failures never stop the daemon: the shell logs them, keeps the last
 //! map, and connects and joins again with a growing pause.
 
+mod route;
+
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -123,6 +125,7 @@ struct Settings {
     ttl: Duration,
     refresh: Duration,
     advertise: String,
+    advertise_ws: String,
 }
 
 /// Starts the shell: joins the cluster in the background and leaves it
@@ -145,6 +148,7 @@ pub fn start(
         ttl: config.ttl,
         refresh: config.refresh,
         advertise: config.advertise.clone().unwrap_or_else(|| listen.to_string()),
+        advertise_ws: config.advertise_ws.clone().unwrap_or_default(),
     };
     let empty = Arc::new(ClusterMap::new(0, Vec::new(), config.partitions));
     let shared = Arc::new(Shared { node, joined: false.into(), map: RwLock::new(empty) });
@@ -229,7 +233,12 @@ async fn session(cluster: &Cluster, settings: &Settings, leave: &CancellationTok
     let js = jetstream::new(client);
     let kv = bucket(&js, settings).await?;
     let mut watch = kv.watch_all().await?;
-    let mut me = Member { node: node.to_owned(), advertise: settings.advertise.clone(), joined: None };
+    let mut me = Member {
+        node: node.to_owned(),
+        advertise: settings.advertise.clone(),
+        ws: settings.advertise_ws.clone(),
+        joined: None,
+    };
     let mut revision = kv.put(node, me.to_value().into()).await?;
     me.joined = Some(revision);
     tracing::info!(node, revision, bucket = %settings.bucket, "joined the cluster");

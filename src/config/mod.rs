@@ -70,6 +70,11 @@ pub struct Cluster {
     /// (`host:port`); unset: `listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// The WebSocket URL clients are sent to for the users this node owns
+    /// (`ws://host:port/path` or `wss://…`); unset: the `[websocket]`
+    /// listener's when it is enabled, else none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_ws: Option<String>,
     /// The JetStream key-value bucket of the members.
     pub bucket: String,
     /// Copies of the bucket JetStream keeps; unset: as many as `nats` has
@@ -91,6 +96,7 @@ impl Default for Cluster {
             node: None,
             partitions: heartline_core::cluster::DEFAULT_PARTITIONS,
             advertise: None,
+            advertise_ws: None,
             bucket: "heartline-members".into(),
             replicas: None,
             ttl: Duration::from_secs(5),
@@ -107,6 +113,7 @@ impl Cluster {
 
     fn validate(&self) -> Result<(), String> {
         use heartline_core::cluster::{valid_name, MAX_PARTITIONS};
+        use heartline_proto::route::MAX_ADDR;
         if self.nats.is_empty() {
             return Err("cluster.nats must name at least one NATS server".into());
         }
@@ -115,6 +122,10 @@ impl Cluster {
         }
         if self.node.as_deref().is_some_and(|n| !valid_name(n)) {
             return Err("cluster.node must be 1 to 64 of A-Z, a-z, 0-9, _ and -".into());
+        }
+        let long = |a: &Option<String>| a.as_ref().is_some_and(|a| a.is_empty() || a.len() > MAX_ADDR);
+        if long(&self.advertise) || long(&self.advertise_ws) {
+            return Err(format!("cluster.advertise and cluster.advertise_ws must be 1 to {MAX_ADDR} bytes"));
         }
         if self.bucket.is_empty() || !self.bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             return Err("cluster.bucket must be letters, digits, _ and -".into());
@@ -731,7 +742,10 @@ mod tests {
         assert!(matches!(Config::load(Some(&bad), &Overrides::default()), Err(ConfigError::Invalid(_))));
         let name = write("cluster-name", "[cluster]\nnode = \"a.b\"\n");
         assert!(matches!(Config::load(Some(&name), &Overrides::default()), Err(ConfigError::Invalid(_))));
-        for path in [path, again, bad, name] {
+        let long = write("cluster-ws", &format!("[cluster]\nadvertise_ws = \"ws://{}\"\n", "h".repeat(251)));
+        let refused = Config::load(Some(&long), &Overrides::default());
+        assert!(matches!(refused, Err(ConfigError::Invalid(_))), "{refused:?}");
+        for path in [path, again, bad, name, long] {
             std::fs::remove_file(path).unwrap();
         }
     }

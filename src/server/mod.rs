@@ -197,6 +197,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let tls_addr = local(&tls_listener, config.tls.listen.unwrap_or(config.listen))?;
     let ws_addr = local(&ws_listener, ws_addr)?;
+    let (ws_scheme, shown) =
+        (if config.websocket.tls { "wss" } else { "ws" }, |a: Option<SocketAddr>| a.map(|a| a.to_string()));
+    let websocket = shown(ws_addr).map(|a| format!("{ws_scheme}://{a}{}", ws::PATH));
     let udp = udp_sockets[0].local_addr().map_err(bind_error(config.udp))?;
 
     // The composition root: every handle is built here, once.
@@ -225,6 +228,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         api_sessions: Default::default(),
         metrics: metrics.clone(),
         last_seen: store.clone(),
+        cluster: Default::default(),
+        alone: heartline_proto::MapMember {
+            node: config.cluster.as_ref().and_then(|c| c.node.as_deref()).unwrap_or("local").into(),
+            addr: tcp.to_string().into(),
+            ws: websocket.clone().unwrap_or_default().into(),
+        },
     });
     let feed_shell = Arc::new(FeedShell {
         feed: feed.clone(),
@@ -257,8 +266,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // take this node's partitions at once.
     let (cluster, cluster_task) = match &config.cluster {
         Some(settings) => {
+            let mut settings = settings.clone();
+            settings.advertise_ws = settings.advertise_ws.or_else(|| websocket.clone());
             let (cluster, task) =
-                crate::cluster::start(settings, tcp, shutdown.clone()).map_err(StartError::Cluster)?;
+                crate::cluster::start(&settings, tcp, shutdown.clone()).map_err(StartError::Cluster)?;
+            let _ = node.cluster.set(cluster.clone());
             (Some(cluster), Some(task))
         }
         None => (None, None),
@@ -293,9 +305,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let accepting = Accepting { handles, store, stop: stop.clone(), cluster: cluster_task };
     let task = tokio::spawn(accepting.run(listener, ticker, shutdown.clone()));
-    let (ws_scheme, shown) =
-        (if config.websocket.tls { "wss" } else { "ws" }, |a: Option<SocketAddr>| a.map(|a| a.to_string()));
-    let websocket = shown(ws_addr).map(|a| format!("{ws_scheme}://{a}{}", ws::PATH));
     tracing::info!(%tcp, %udp, %admin, websocket, tls = shown(tls_addr), data_dir = %config.data_dir.display(), "heartline listening");
     // Listeners bound and store open: systemd may start what depends on us. STATUS also tells tests the ports.
     let mut listening = format!("tcp {tcp}, udp {udp}, admin {admin}");

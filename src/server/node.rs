@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use heartline_core::conn::{Env, Limits as ConnLimits, WelcomeSettings};
+use heartline_core::conn::{Env, Limits as ConnLimits, Owner, RouteMap, WelcomeSettings};
 use heartline_core::feed::Feed;
 use heartline_core::presence::{BlockList, Change, Presence, SessionId};
 use heartline_proto::auth::{AuthError, Claims, UdpKeys, UdpPeer};
@@ -46,6 +46,10 @@ pub(crate) struct Node {
     pub(crate) metrics: Arc<Metrics>,
     /// Read for the last seen of users not in memory, off the runtime.
     pub(crate) last_seen: Store,
+    /// The cluster shell once started; unset on a single node.
+    pub(crate) cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// What CLUSTER_MAP answers on a single node: this node alone.
+    pub(crate) alone: heartline_proto::MapMember,
 }
 
 impl Node {
@@ -113,6 +117,17 @@ impl Env for Node {
             max_watch: self.limits.max_watch(),
             status_rate: self.limits.status_rate(),
             post_rate: self.limits.post_rate(),
+        }
+    }
+
+    fn owner_of(&self, user: u64) -> Option<Owner> {
+        self.cluster.get()?.owner_of(user)
+    }
+
+    fn cluster_map(&self) -> RouteMap {
+        match self.cluster.get() {
+            Some(cluster) => cluster.route_map(),
+            None => RouteMap { version: 0, partitions: 1, members: vec![self.alone.clone()] },
         }
     }
 }

@@ -36,6 +36,11 @@ pub enum ClientError {
     /// never sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// The server does not own this user and named the one that does
+    /// (REDIRECT, SPEC.md §14.3); reported when the redirects in a row
+    /// exceeded [`ClientConfig::max_redirects`](super::ClientConfig::max_redirects).
+    #[error("redirected to {node} at {addr} once too often")]
+    Redirected { node: String, addr: String },
     /// TLS cannot be set up: no trusted certificate, or a bad name. A failed
     /// handshake (an untrusted certificate) is an [`Io`](Self::Io) error.
     #[error("TLS: {0}")]

@@ -18,6 +18,20 @@
 //! - [`tls`] — TLS: which certificates to trust ([`Tls`]), `tls://host:port`.
 //! - [`wire`] — the low-level connection: protocol frames over TCP, for tests,
 //!   load generators and gateways that shape every frame themselves.
+//! - [`route`] — the cluster map a gateway reads ([`route::ClusterMap`]).
+//!
+//! # Clusters
+//!
+//! Against a cluster of servers (SPEC.md §14) give the client several
+//! addresses ([`ClientConfig::with_seeds`]): it tries them in order, on the
+//! first connection and on every reconnection. A server that does not own
+//! the user answers REDIRECT; the client follows it to the owner's `addr`
+//! (at most [`ClientConfig::max_redirects`] in a row) and remembers the
+//! owner for its reconnections until connecting to it fails — then it goes
+//! back to the seeds, one of which redirects it to the new owner. A gateway
+//! is never redirected: it reads the map with [`Client::cluster_map`] (or
+//! [`wire::Connection::cluster_map`]) and sends each server its own users,
+//! found with [`route::ClusterMap::owner_of`].
 //!
 //! The protocol's types are re-exported as [`proto`] (`heartline-proto`), so
 //! an application needs only this crate. This crate must not depend on the
@@ -44,6 +58,7 @@
 
 mod error;
 mod mailbox;
+pub mod route;
 mod task;
 pub mod tls;
 pub mod wire;
@@ -103,6 +118,13 @@ pub struct ClientConfig {
     pub addr: String,
     /// TLS, with these trust settings (whatever the address's form).
     pub tls: Option<Tls>,
+    /// Further addresses, tried in order after `addr` when it cannot be
+    /// reached (on the first connection and on reconnections): the other
+    /// servers of a cluster.
+    pub seeds: Vec<String>,
+    /// REDIRECTs followed in a row before the attempt counts as failed
+    /// (SPEC.md §14.3).
+    pub max_redirects: u32,
     /// The token, passed through unchanged (SPEC.md §12.1).
     pub token: Bytes,
     /// [`Role::Client`] holds one session of the token's user and heartbeats
@@ -130,6 +152,8 @@ impl ClientConfig {
     pub fn new(addr: impl Into<String>, token: impl Into<Bytes>) -> Self {
         Self {
             addr: addr.into(),
+            seeds: Vec::new(),
+            max_redirects: 3,
             tls: None,
             token: token.into(),
             role: Role::Client,
@@ -142,6 +166,21 @@ impl ClientConfig {
             live_backlog: 4_096,
         }
     }
+
+    /// A client of a cluster: `addrs` (at least one) are tried in order.
+    ///
+    /// ```
+    /// use heartline_client::ClientConfig;
+    /// let config = ClientConfig::with_seeds(["10.0.0.1:7400", "10.0.0.2:7400", "10.0.0.3:7400"], b"token".to_vec());
+    /// assert_eq!(config.addr, "10.0.0.1:7400");
+    /// assert_eq!(config.seeds, ["10.0.0.2:7400", "10.0.0.3:7400"]);
+    /// ```
+    pub fn with_seeds<S: Into<String>>(addrs: impl IntoIterator<Item = S>, token: impl Into<Bytes>) -> Self {
+        let mut addrs = addrs.into_iter().map(Into::into);
+        let mut config = Self::new(addrs.next().unwrap_or_default(), token);
+        config.seeds = addrs.collect();
+        config
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -149,6 +188,7 @@ impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
             .field("addr", &self.addr)
+            .field("seeds", &self.seeds)
             .field("tls", &self.tls)
             .field("role", &self.role)
             .field("device", &self.device)
@@ -189,6 +229,12 @@ struct Inner {
     state: watch::Receiver<State>,
     request_timeout: Duration,
     live_backlog: usize,
+    /// The address of the current (or last) connection, the task's to set.
+    addr: Arc<std::sync::Mutex<String>>,
+}
+
+fn route_addr(addr: &std::sync::Mutex<String>) -> String {
+    addr.lock().map_or_else(|e| e.into_inner().clone(), |a| a.clone())
 }
 
 impl Client {
@@ -208,7 +254,8 @@ impl Client {
     /// # }
     /// ```
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        let conn = task::connect(&config, config.resume, Status::Online).await?;
+        let mut route = task::Route::default();
+        let conn = task::connect(&config, &mut route, config.resume, Status::Online).await?;
         let (commands, receiver) = mpsc::unbounded_channel();
         let (state_tx, state) =
             watch::channel(State::Connected { welcome: conn.welcome.clone(), resumed: conn.resumed });
@@ -219,8 +266,9 @@ impl Client {
             state,
             request_timeout: config.request_timeout,
             live_backlog: config.live_backlog,
+            addr: route.current.clone(),
         };
-        tokio::spawn(Task::new(config, receiver, state_tx, next_req).run(conn));
+        tokio::spawn(Task::new(config, route, receiver, state_tx, next_req).run(conn));
         Ok(Client { inner: Arc::new(inner) })
     }
 
@@ -326,6 +374,20 @@ impl Client {
             }
         }
         Ok(all)
+    }
+
+    /// The cluster's map, for a gateway (a client gets FORBIDDEN): the
+    /// members and, through [`route::ClusterMap::owner_of`], who owns each
+    /// user. A server alone answers with itself.
+    pub async fn cluster_map(&self) -> Result<route::ClusterMap, ClientError> {
+        let reply = self.request(|req| Message::ClusterMap { req }).await?;
+        route::ClusterMap::from_reply(reply).map_err(|other| task::unexpected(&other))
+    }
+
+    /// The address this client connects to: the owner it was redirected
+    /// to, or the first seed that answered.
+    pub fn addr(&self) -> String {
+        route_addr(&self.inner.addr)
     }
 
     /// Server-wide counters.

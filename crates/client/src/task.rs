@@ -108,18 +108,78 @@ struct UdpBeats {
     buf: BytesMut,
 }
 
-/// TCP connect, HELLO, WELCOME, within the connect timeout. `status` is the
-/// session's status as last set, which a resumed session keeps.
-pub(super) async fn connect(config: &ClientConfig, resume: u64, status: Status) -> Result<Conn, ClientError> {
+/// Where the client connects (SPEC.md §14.3): the owner it was redirected
+/// to, while connecting to it works, else the seeds in order.
+#[derive(Default)]
+pub(super) struct Route {
+    /// The owner a REDIRECT named, tried first until it fails.
+    target: Option<String>,
+    /// The address of the current connection, shown by `Client::addr`.
+    pub(super) current: Arc<std::sync::Mutex<String>>,
+}
+
+impl Route {
+    fn connected(&mut self, addr: &str, redirected: bool) {
+        if redirected {
+            self.target = Some(addr.to_owned());
+        }
+        match self.current.lock() {
+            Ok(mut current) => addr.clone_into(&mut current),
+            Err(e) => addr.clone_into(&mut e.into_inner()),
+        }
+    }
+}
+
+/// Connects to the remembered owner, else to each seed in order, following
+/// REDIRECTs (at most `max_redirects` in a row from each start). `status`
+/// is the session's status as last set, which a resumed session keeps. The
+/// error is the last attempt's; a refusal not worth retrying (a bad token)
+/// ends the search at once.
+pub(super) async fn connect(
+    config: &ClientConfig,
+    route: &mut Route,
+    resume: u64,
+    status: Status,
+) -> Result<Conn, ClientError> {
     if config.token.len() > limits::MAX_TOKEN {
         return Err(ClientError::InvalidArgument("a token has at most 1,024 bytes"));
     }
-    let handshake = handshake(config, resume, status);
-    tokio::time::timeout(config.connect_timeout, handshake).await.map_err(|_| ClientError::Timeout)?
+    let starts: Vec<String> =
+        route.target.iter().chain(std::iter::once(&config.addr)).chain(&config.seeds).cloned().collect();
+    let mut last = ClientError::Disconnected;
+    for start in starts {
+        let mut addr = start;
+        let mut hops = 0;
+        loop {
+            let attempt = handshake(config, &addr, resume, status);
+            match tokio::time::timeout(config.connect_timeout, attempt).await.unwrap_or(Err(ClientError::Timeout)) {
+                Ok(conn) => {
+                    route.connected(&addr, hops > 0);
+                    return Ok(conn);
+                }
+                Err(ClientError::Redirected { node, addr: to, .. }) if hops < config.max_redirects => {
+                    tracing::debug!(from = %addr, to = %to, node = %node, "redirected");
+                    addr = to;
+                    hops += 1;
+                }
+                Err(e) if !e.worth_retrying() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "cannot connect");
+                    if route.target.as_deref() == Some(addr.as_str()) {
+                        // The owner is gone or moved: back to the seeds.
+                        route.target = None;
+                    }
+                    last = e;
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
 }
 
-async fn handshake(config: &ClientConfig, resume: u64, status: Status) -> Result<Conn, ClientError> {
-    let (hostport, host, tls_scheme) = crate::tls::endpoint(&config.addr);
+async fn handshake(config: &ClientConfig, addr: &str, resume: u64, status: Status) -> Result<Conn, ClientError> {
+    let (hostport, host, tls_scheme) = crate::tls::endpoint(addr);
     let stream = TcpStream::connect(hostport).await?;
     // Heartbeats are 3 bytes: Nagle's algorithm would hold them back.
     stream.set_nodelay(true)?;
@@ -157,6 +217,9 @@ async fn handshake(config: &ClientConfig, resume: u64, status: Status) -> Result
     let welcome = match reader.next().await {
         Some(Ok(Message::Welcome(welcome))) => welcome,
         Some(Ok(Message::Error { code, message, .. })) => return Err(ClientError::server(code, &message)),
+        Some(Ok(Message::Redirect { node, addr, .. })) => {
+            return Err(ClientError::Redirected { node: node.as_str().into(), addr: addr.as_str().into() })
+        }
         Some(Ok(other)) => return Err(unexpected(&other)),
         Some(Err(e)) => return Err(e.into()),
         None => return Err(ClientError::Disconnected),
@@ -296,6 +359,7 @@ fn reply_req(msg: &Message) -> Option<u64> {
         Message::Ok { req }
         | Message::Presence { req, .. }
         | Message::StatsReply { req, .. }
+        | Message::ClusterMapReply { req, .. }
         | Message::Opened { req, .. }
         | Message::Published { req, .. }
         | Message::Page { req, .. } => Some(*req),
@@ -305,6 +369,7 @@ fn reply_req(msg: &Message) -> Option<u64> {
 
 pub(super) struct Task {
     config: ClientConfig,
+    route: Route,
     commands: mpsc::UnboundedReceiver<Command>,
     state: watch::Sender<State>,
     /// Shared with the handles, so that the task's own requests never reuse
@@ -325,12 +390,14 @@ pub(super) struct Task {
 impl Task {
     pub(super) fn new(
         config: ClientConfig,
+        route: Route,
         commands: mpsc::UnboundedReceiver<Command>,
         state: watch::Sender<State>,
         next_req: Arc<AtomicU64>,
     ) -> Self {
         Self {
             config,
+            route,
             commands,
             state,
             next_req,
@@ -641,7 +708,7 @@ impl Task {
                 }
             }
             let status = self.status.as_ref().map_or(Status::Online, |(s, _)| *s);
-            match connect(&self.config, self.resume, status).await {
+            match connect(&self.config, &mut self.route, self.resume, status).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) if !e.worth_retrying() => return Err(Exit::Failed(e)),
                 Err(e) => {
@@ -683,5 +750,112 @@ impl Task {
         for tx in done {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use heartline_proto::FrameCodec;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A fake server: answers each connection's HELLO with `answer`.
+    async fn server(answer: impl Fn() -> Message + Send + 'static) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut peer, _)) = listener.accept().await {
+                let mut buf = BytesMut::new();
+                // Read the HELLO whole, then answer and keep the socket open a while.
+                while FrameCodec::default().decode(&mut buf.clone()).ok().flatten().is_none() {
+                    if peer.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+                let mut out = BytesMut::new();
+                encode_frame(&answer(), &mut out).unwrap();
+                let _ = peer.write_all(&out).await;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    drop(peer);
+                });
+            }
+        });
+        addr
+    }
+
+    fn welcome() -> Message {
+        Message::Welcome(Welcome {
+            version: VERSION,
+            session: 9,
+            heartbeat_interval_ms: 30_000,
+            ttl_ms: 90_000,
+            server_time_ms: 1,
+            max_frame: 65_536,
+            udp_port: 0,
+            udp_key: [0; 16],
+        })
+    }
+
+    fn redirect(to: &str) -> Message {
+        Message::Redirect { version: 5, node: "owner".into(), addr: to.into(), ws: "".into() }
+    }
+
+    /// An address nothing listens on.
+    async fn dead() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    fn config(addrs: &[&str]) -> ClientConfig {
+        let mut config = ClientConfig::with_seeds(addrs.iter().copied(), b"t".to_vec());
+        config.connect_timeout = Duration::from_secs(5);
+        config
+    }
+
+    use tokio_util::codec::Decoder;
+
+    #[tokio::test]
+    async fn seeds_are_tried_in_order_and_redirects_followed_and_remembered() {
+        let owner = server(welcome).await;
+        let to = owner.clone();
+        let other = server(move || redirect(&to)).await;
+        let gone = dead().await;
+        let mut route = Route::default();
+        let conn = connect(&config(&[&gone, &other]), &mut route, 0, Status::Online).await.unwrap();
+        assert_eq!(conn.welcome.session, 9);
+        assert_eq!(*route.current.lock().unwrap(), owner);
+        assert_eq!(route.target.as_deref(), Some(owner.as_str()), "the owner is tried first next time");
+        // The owner remembered is dropped once it cannot be reached.
+        route.target = Some(gone.clone());
+        connect(&config(&[&other]), &mut route, 0, Status::Online).await.unwrap();
+        assert_eq!(route.target.as_deref(), Some(owner.as_str()));
+    }
+
+    #[tokio::test]
+    async fn redirects_in_a_loop_stop_at_the_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let looping = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        // A server that redirects to itself: bind it on the same address.
+        let me = looping.clone();
+        let listener = TcpListener::bind(&looping).await.unwrap();
+        let hellos = Arc::new(AtomicU64::new(0));
+        let counted = hellos.clone();
+        tokio::spawn(async move {
+            while let Ok((mut peer, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::Relaxed);
+                let mut out = BytesMut::new();
+                encode_frame(&redirect(&me), &mut out).unwrap();
+                let _ = peer.write_all(&out).await;
+            }
+        });
+        let mut route = Route::default();
+        let e = connect(&config(&[&looping]), &mut route, 0, Status::Online).await.err().unwrap();
+        assert!(matches!(e, ClientError::Redirected { ref addr, .. } if *addr == looping), "{e:?}");
+        assert_eq!(hellos.load(Ordering::Relaxed), 4, "the first HELLO and 3 redirects");
+        assert!(e.worth_retrying());
     }
 }

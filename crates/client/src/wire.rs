@@ -337,6 +337,12 @@ impl Connection {
         }
     }
 
+    /// The cluster's map (a gateway's request, SPEC.md §14.4).
+    pub async fn cluster_map(&mut self) -> Result<crate::route::ClusterMap, WireError> {
+        let reply = self.request(|req| Message::ClusterMap { req }).await?;
+        crate::route::ClusterMap::from_reply(reply).map_err(|other| WireError::Unexpected(Box::new(other)))
+    }
+
     /// A gateway's CLOSE of its `sessions`, answered by OK.
     pub async fn close(&mut self, req: u64, sessions: Vec<u64>) -> Result<(), WireError> {
         self.writer.send(&Message::Close { req, sessions }).await?;

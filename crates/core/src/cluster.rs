@@ -34,34 +34,15 @@ use serde::{Deserialize, Serialize};
 /// Partitions of a cluster unless configured: fixed for a cluster's life.
 pub const DEFAULT_PARTITIONS: u32 = 1_024;
 /// Most partitions a cluster may have.
-pub const MAX_PARTITIONS: u32 = 65_536;
+pub const MAX_PARTITIONS: u32 = route::MAX_PARTITIONS;
 /// Longest member name, in bytes (a key of the bucket: `[A-Za-z0-9_-]`).
-pub const MAX_NAME: usize = 64;
+pub const MAX_NAME: usize = route::MAX_NODE;
 /// Longest member value accepted from the bucket, in bytes.
 pub const MAX_VALUE: usize = 1_024;
 
-/// SplitMix64's finalizer: a fixed, well-mixed 64-bit permutation.
-const fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// FNV-1a, 64 bits, of a member's name.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
-/// The partition of `user` among `partitions` (at least 1).
-pub fn partition_of(user: u64, partitions: u32) -> u32 {
-    // The remainder of a well-mixed u64: bias below 2^-48 for 65,536 partitions.
-    (mix(user ^ 0x9e37_79b9_7f4a_7c15) % u64::from(partitions.max(1))) as u32
-}
-
-/// The rendezvous weight of a member (by its name's hash) for a partition.
-fn weight(node: u64, partition: u32) -> u64 {
-    mix(node ^ mix(u64::from(partition).wrapping_add(0x9e37_79b9_7f4a_7c15)))
-}
+// The hashes are the protocol's (SPEC.md §14.2): gateways compute them too.
+pub use heartline_proto::route::partition_of;
+use heartline_proto::route::{self, name_hash, weight};
 
 /// Whether `name` may name a member: 1 to [`MAX_NAME`] bytes of
 /// `[A-Za-z0-9_-]` (a key of the bucket, one subject token).
@@ -78,6 +59,10 @@ pub struct Member {
     pub node: String,
     /// Where clients are sent for the partitions it owns (`host:port`).
     pub advertise: String,
+    /// The WebSocket URL clients are sent to (`ws://…` or `wss://…`); empty
+    /// when it has none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ws: String,
     /// The bucket revision of this incarnation's first put; absent in that
     /// first put itself (its own revision is meant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +76,7 @@ pub enum MemberError {
     TooLong(usize),
     #[error("the member's value is not the JSON expected")]
     Json,
-    #[error("the member's name does not match its key")]
+    #[error("the member's name does not match its key, or its address is empty or over 255 bytes")]
     Name,
 }
 
@@ -108,7 +93,13 @@ impl Member {
             return Err(MemberError::TooLong(value.len()));
         }
         let member: Member = serde_json::from_slice(value).map_err(|_| MemberError::Json)?;
-        if member.node != key || !valid_name(key) || member.advertise.len() > MAX_VALUE {
+        let addr = |a: &str| a.len() <= route::MAX_ADDR;
+        if member.node != key
+            || !valid_name(key)
+            || member.advertise.is_empty()
+            || !addr(&member.advertise)
+            || !addr(&member.ws)
+        {
             return Err(MemberError::Name);
         }
         Ok(member)
@@ -120,6 +111,7 @@ impl Member {
 pub struct MapMember {
     pub node: String,
     pub advertise: String,
+    pub ws: String,
     pub joined: u64,
 }
 
@@ -212,6 +204,7 @@ pub enum Event<'a> {
 #[derive(Clone, Debug)]
 struct Tracked {
     advertise: String,
+    ws: String,
     joined: u64,
     /// The revision of its latest put.
     revision: u64,
@@ -246,13 +239,15 @@ impl Membership {
                     Some(t) if t.joined == joined => {
                         t.revision = t.revision.max(revision);
                         t.seen_ms = now_ms;
-                        t.advertise != member.advertise && {
+                        (t.advertise != member.advertise || t.ws != member.ws) && {
                             t.advertise = member.advertise;
+                            t.ws = member.ws;
                             true
                         }
                     }
                     _ => {
-                        let tracked = Tracked { advertise: member.advertise, joined, revision, seen_ms: now_ms };
+                        let tracked =
+                            Tracked { advertise: member.advertise, ws: member.ws, joined, revision, seen_ms: now_ms };
                         self.members.insert(key.to_owned(), tracked);
                         true
                     }
@@ -291,7 +286,12 @@ impl Membership {
         let members = self
             .members
             .iter()
-            .map(|(node, t)| MapMember { node: node.clone(), advertise: t.advertise.clone(), joined: t.joined })
+            .map(|(node, t)| MapMember {
+                node: node.clone(),
+                advertise: t.advertise.clone(),
+                ws: t.ws.clone(),
+                joined: t.joined,
+            })
             .collect();
         ClusterMap::new(self.version, members, self.partitions)
     }
@@ -300,10 +300,11 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use heartline_proto::route::mix;
     use proptest::prelude::*;
 
     fn member(node: &str) -> MapMember {
-        MapMember { node: node.into(), advertise: format!("{node}:7400"), joined: 1 }
+        MapMember { node: node.into(), advertise: format!("{node}:7400"), ws: String::new(), joined: 1 }
     }
 
     fn map(names: &[String], partitions: u32) -> ClusterMap {
@@ -341,7 +342,7 @@ mod tests {
     fn names_and_values_are_checked() {
         assert!(valid_name("node-1_a"));
         assert!(!valid_name("") && !valid_name("a.b") && !valid_name(&"a".repeat(65)));
-        let value = Member { node: "a".into(), advertise: "h:1".into(), joined: Some(3) }.to_value();
+        let value = Member { node: "a".into(), advertise: "h:1".into(), ws: String::new(), joined: Some(3) }.to_value();
         assert_eq!(Member::from_value("a", &value).unwrap().joined, Some(3));
         assert_eq!(Member::from_value("b", &value), Err(MemberError::Name));
         assert_eq!(Member::from_value("a", b"{"), Err(MemberError::Json));
@@ -351,13 +352,14 @@ mod tests {
     #[test]
     fn joins_refreshes_deletes_and_versions() {
         let mut m = Membership::new(64, 5_000);
-        let a = Member { node: "a".into(), advertise: "a:1".into(), joined: None }.to_value();
+        let a = Member { node: "a".into(), advertise: "a:1".into(), ws: String::new(), joined: None }.to_value();
         assert_eq!(m.apply(put("a", 3, &a), 0), Ok(true));
         assert_eq!((m.version(), m.joined("a")), (3, Some(3)));
-        let refresh = Member { node: "a".into(), advertise: "a:1".into(), joined: Some(3) }.to_value();
+        let refresh =
+            Member { node: "a".into(), advertise: "a:1".into(), ws: String::new(), joined: Some(3) }.to_value();
         assert_eq!(m.apply(put("a", 5, &refresh), 1_000), Ok(false), "a refresh changes nothing");
         assert_eq!(m.version(), 3);
-        let b = Member { node: "b".into(), advertise: "b:1".into(), joined: None }.to_value();
+        let b = Member { node: "b".into(), advertise: "b:1".into(), ws: String::new(), joined: None }.to_value();
         assert_eq!(m.apply(put("b", 6, &b), 1_000), Ok(true));
         assert_eq!(m.version(), 6);
         assert!(m.stale("a", 6_000).is_empty());
@@ -376,7 +378,7 @@ mod tests {
     fn a_late_watcher_computes_the_same_map() {
         // `a` saw everything; `c` joined later and saw only the latest values.
         let value = |node: &str, joined: Option<u64>| {
-            Member { node: node.into(), advertise: format!("{node}:1"), joined }.to_value()
+            Member { node: node.into(), advertise: format!("{node}:1"), ws: String::new(), joined }.to_value()
         };
         let mut a = Membership::new(128, 5_000);
         a.apply(put("a", 1, &value("a", None)), 0).unwrap();

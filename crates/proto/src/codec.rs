@@ -12,7 +12,7 @@ use super::batch::Batch;
 use super::error::{DecodeError, ErrorCode};
 use super::message::*;
 use super::reader::Reader;
-use super::{limits, varint};
+use super::{limits, route, varint};
 
 /// Frame type codes (SPEC.md §Types).
 pub mod types {
@@ -22,6 +22,7 @@ pub mod types {
     pub const GOAWAY: u8 = 0x04;
     pub const ERROR: u8 = 0x05;
     pub const OK: u8 = 0x06;
+    pub const REDIRECT: u8 = 0x07;
     pub const HEARTBEAT: u8 = 0x10;
     pub const SET_STATUS: u8 = 0x11;
     pub const WATCH: u8 = 0x12;
@@ -31,6 +32,8 @@ pub mod types {
     pub const PRESENCE_PUSH: u8 = 0x16;
     pub const STATS: u8 = 0x17;
     pub const STATS_REPLY: u8 = 0x18;
+    pub const CLUSTER_MAP: u8 = 0x19;
+    pub const CLUSTER_MAP_REPLY: u8 = 0x1a;
     pub const OPEN: u8 = 0x20;
     pub const OPENED: u8 = 0x21;
     pub const CLOSE: u8 = 0x22;
@@ -66,6 +69,7 @@ const MIN_ID: usize = 1;
 const MIN_OPEN_ENTRY: usize = 3;
 const MIN_PRESENCE_ENTRY: usize = 5;
 const MIN_ITEM: usize = 11;
+const MIN_MAP_MEMBER: usize = 3;
 
 impl Message {
     /// The frame type code of this message.
@@ -100,6 +104,9 @@ impl Message {
             Message::Live { .. } => LIVE,
             Message::ItemPush(_) => ITEM_PUSH,
             Message::DeletedPush { .. } => DELETED_PUSH,
+            Message::Redirect { .. } => REDIRECT,
+            Message::ClusterMap { .. } => CLUSTER_MAP,
+            Message::ClusterMapReply { .. } => CLUSTER_MAP_REPLY,
         }
     }
 
@@ -136,7 +143,7 @@ impl Message {
                 varint::put(dst, (*code).into());
                 put_bytes(dst, message.as_bytes());
             }
-            Message::Ok { req } | Message::Stats { req } => varint::put(dst, *req),
+            Message::Ok { req } | Message::Stats { req } | Message::ClusterMap { req } => varint::put(dst, *req),
             Message::Heartbeat(hb) => encode_heartbeat(dst, hb),
             Message::SetStatus { req, session, status, text } => {
                 varint::put(dst, *req);
@@ -217,6 +224,17 @@ impl Message {
             }
             Message::ItemPush(item) => put_item(dst, item),
             Message::DeletedPush { post } => dst.put_u64(*post),
+            Message::Redirect { version, node, addr, ws } => {
+                varint::put(dst, *version);
+                put_member(dst, node, addr, ws);
+            }
+            Message::ClusterMapReply { req, version, partitions, members } => {
+                varint::put(dst, *req);
+                varint::put(dst, *version);
+                varint::put(dst, (*partitions).into());
+                varint::put(dst, members.len() as u64);
+                members.iter().for_each(|m| put_member(dst, &m.node, &m.addr, &m.ws));
+            }
         }
     }
 
@@ -297,6 +315,26 @@ impl Message {
             },
             ITEM_PUSH => Message::ItemPush(decode_item(&mut r)?),
             DELETED_PUSH => Message::DeletedPush { post: r.u64("post")? },
+            REDIRECT => {
+                let version = r.varint("version")?;
+                let MapMember { node, addr, ws } = decode_member(&mut r)?;
+                Message::Redirect { version, node, addr, ws }
+            }
+            CLUSTER_MAP => Message::ClusterMap { req: r.req()? },
+            CLUSTER_MAP_REPLY => {
+                let req = r.req()?;
+                let version = r.varint("version")?;
+                let partitions = r.varint32("partitions")?;
+                if partitions == 0 || partitions > route::MAX_PARTITIONS {
+                    return Err(r.malformed("partitions"));
+                }
+                let count = r.count(route::MAX_MEMBERS, ErrorCode::Malformed, MIN_MAP_MEMBER, "members")?;
+                let mut members = Vec::with_capacity(count);
+                for _ in 0..count {
+                    members.push(decode_member(&mut r)?);
+                }
+                Message::ClusterMapReply { req, version, partitions, members }
+            }
             _ => return Err(r.error(ErrorCode::UnknownType, "unknown frame type")),
         };
         r.finish()?;
@@ -494,6 +532,23 @@ fn presence_entries(r: &mut Reader, min_count: usize) -> Result<Vec<PresenceEntr
 fn text(r: &mut Reader, max: usize, over: ErrorCode, what: &'static str) -> Result<Text, DecodeError> {
     let bytes = r.bytes(max, over, what)?;
     Text::from_utf8(bytes).map_err(|_| r.malformed(what))
+}
+
+fn put_member(dst: &mut BytesMut, node: &Text, addr: &Text, ws: &Text) {
+    for field in [node, addr, ws] {
+        put_bytes(dst, field.as_bytes());
+    }
+}
+
+/// `node text(64)`, `addr text(255)`, `ws text(255)`; `node` and `addr` not empty.
+fn decode_member(r: &mut Reader) -> Result<MapMember, DecodeError> {
+    let node = text(r, route::MAX_NODE, ErrorCode::Malformed, "node")?;
+    let addr = text(r, route::MAX_ADDR, ErrorCode::Malformed, "addr")?;
+    let ws = text(r, route::MAX_ADDR, ErrorCode::Malformed, "ws")?;
+    if node.is_empty() || addr.is_empty() {
+        return Err(r.malformed("empty node or addr"));
+    }
+    Ok(MapMember { node, addr, ws })
 }
 
 fn enumerated<T: TryFrom<u8>>(r: &mut Reader, what: &'static str) -> Result<T, DecodeError> {

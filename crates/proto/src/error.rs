@@ -63,6 +63,7 @@ error_codes! {
     TooManyConnections = 18, "TOO_MANY_CONNECTIONS", closes: true;
     Internal = 19, "INTERNAL", closes: false;
     Disconnected = 20, "DISCONNECTED", closes: true;
+    Moved = 21, "MOVED", closes: false;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -99,18 +100,18 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_unknown_codes_are_none() {
-        for code in 1..=20u16 {
+        for code in 1..=21u16 {
             let e = ErrorCode::from_u16(code).expect("defined");
             assert_eq!(e as u16, code);
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(21), None);
+        assert_eq!(ErrorCode::from_u16(22), None);
     }
 
     #[test]
     fn only_the_spec_listed_codes_close() {
         let closing: Vec<_> =
-            (1..=20u16).filter_map(ErrorCode::from_u16).filter(|c| c.closes()).map(|c| c as u16).collect();
+            (1..=21u16).filter_map(ErrorCode::from_u16).filter(|c| c.closes()).map(|c| c as u16).collect();
         assert_eq!(closing, [1, 3, 4, 5, 6, 7, 8, 9, 15, 16, 18, 20]);
     }
 }

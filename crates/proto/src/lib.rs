@@ -20,6 +20,7 @@
 //! - [`auth`] — the token format, its signing and checks, and UDP key
 //!   derivation (the secret's file lives in the daemon).
 //! - [`error`] — decode errors and the protocol's error codes.
+//! - [`route`] — a user's partition and a partition's owner in a cluster.
 //!
 //! Nothing here depends on tokio's I/O, a store or a server.
 
@@ -33,6 +34,7 @@ pub mod frame;
 pub mod heartbeat;
 pub mod message;
 mod reader;
+pub mod route;
 pub mod udp;
 pub mod varint;
 

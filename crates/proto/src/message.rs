@@ -357,6 +357,34 @@ pub enum Message {
     DeletedPush {
         post: u64,
     },
+    /// Sent instead of WELCOME: the user belongs to another node (SPEC.md §14.3).
+    Redirect {
+        /// The cluster map's version that named the owner.
+        version: u64,
+        node: Text,
+        /// `host:port` of the owner's TCP listener.
+        addr: Text,
+        /// The owner's WebSocket URL; empty when it has none.
+        ws: Text,
+    },
+    /// A gateway asks for the cluster map (SPEC.md §14.4).
+    ClusterMap {
+        req: u64,
+    },
+    ClusterMapReply {
+        req: u64,
+        version: u64,
+        partitions: u32,
+        members: Vec<MapMember>,
+    },
+}
+
+/// One member of a CLUSTER_MAP_REPLY.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapMember {
+    pub node: Text,
+    pub addr: Text,
+    pub ws: Text,
 }
 
 impl Message {
@@ -382,7 +410,9 @@ impl Message {
             | Message::Graph { req, .. }
             | Message::Timeline { req, .. }
             | Message::Page { req, .. }
-            | Message::Live { req, .. } => *req,
+            | Message::Live { req, .. }
+            | Message::ClusterMap { req }
+            | Message::ClusterMapReply { req, .. } => *req,
             Message::Hello(_)
             | Message::Welcome(_)
             | Message::Bye
@@ -391,7 +421,8 @@ impl Message {
             | Message::PresencePush { .. }
             | Message::BatchHeartbeat(_)
             | Message::ItemPush(_)
-            | Message::DeletedPush { .. } => 0,
+            | Message::DeletedPush { .. }
+            | Message::Redirect { .. } => 0,
         }
     }
 }

@@ -33,6 +33,7 @@ import {
   HeartlineError,
   InvalidArgumentError,
   ProtocolViolationError,
+  RedirectError,
   ServerError,
   TimeoutError,
   worthRetrying,
@@ -42,8 +43,13 @@ import { tokenBytes } from "./client/token.js";
 import { VersionTable } from "./client/versions.js";
 
 export interface ConnectOptions {
-  /** `ws://host:7402/v1/ws` (or `wss://` behind a TLS proxy). */
-  url: string;
+  /**
+   * `ws://host:7402/v1/ws` (or `wss://` behind a TLS proxy), or several: the servers of a
+   * cluster, tried in order on the first connection and on every reconnection (SPEC.md §14).
+   */
+  url: string | readonly string[];
+  /** REDIRECTs followed in a row before an attempt counts as failed. Default 3. */
+  maxRedirects?: number;
   /** The token: raw bytes, or the hexadecimal `heartline token` prints. */
   token: string | Uint8Array;
   /** The WebSocket class; default the global one (browsers). In Node pass `ws`'s. */
@@ -132,7 +138,11 @@ export async function connect(options: ConnectOptions): Promise<HeartlineClient>
 }
 
 export class HeartlineClient extends TypedEmitter<ClientEvents> {
-  private readonly url: string;
+  private readonly urls: readonly string[];
+  private readonly maxRedirects: number;
+  /** The owner a REDIRECT named (its `ws`), tried first until connecting to it fails. */
+  private target: string | null = null;
+  private currentUrl = "";
   private readonly token: Uint8Array;
   private readonly WebSocketClass: WebSocketConstructor;
   private readonly device: Device;
@@ -159,7 +169,9 @@ export class HeartlineClient extends TypedEmitter<ClientEvents> {
   /** Use {@link connect}. */
   constructor(options: ConnectOptions) {
     super();
-    this.url = options.url;
+    this.urls = typeof options.url === "string" ? [options.url] : [...options.url];
+    if (this.urls.length === 0) throw new InvalidArgumentError("at least one URL");
+    this.maxRedirects = options.maxRedirects ?? 3;
     this.token = tokenBytes(options.token);
     this.WebSocketClass = options.WebSocket ?? defaultWebSocket();
     this.device = options.device ?? "unknown";
@@ -177,6 +189,11 @@ export class HeartlineClient extends TypedEmitter<ClientEvents> {
 
   get state(): ClientState {
     return this.currentState;
+  }
+
+  /** The URL of the current (or last) connection: a seed, or the owner it redirected to. */
+  get url(): string {
+    return this.currentUrl;
   }
 
   /** The session id while connected. */
@@ -470,9 +487,40 @@ export class HeartlineClient extends TypedEmitter<ClientEvents> {
 
   // ------------------------------------------------------------------ connections
 
-  private open(): Promise<Connection> {
+  /**
+   * Connects to the remembered owner, else to each URL in order, following REDIRECTs to
+   * their `ws` (at most `maxRedirects` in a row). A refusal not worth retrying ends the
+   * search; otherwise the last attempt's error is thrown.
+   */
+  private async open(): Promise<Connection> {
+    let last: unknown = new DisconnectedError("no URL to connect to");
+    for (const start of [...(this.target ? [this.target] : []), ...this.urls]) {
+      let url = start;
+      for (let hops = 0; ; hops++) {
+        try {
+          const connection = await this.openAt(url);
+          if (hops > 0) this.target = url;
+          this.currentUrl = url;
+          return connection;
+        } catch (e) {
+          if (e instanceof RedirectError && e.ws !== "" && hops < this.maxRedirects) {
+            url = e.ws;
+            continue;
+          }
+          if (!worthRetrying(e)) throw e;
+          // The owner is gone or moved: back to the seeds.
+          if (url === this.target) this.target = null;
+          last = e;
+          break;
+        }
+      }
+    }
+    throw last;
+  }
+
+  private openAt(url: string): Promise<Connection> {
     return Connection.open({
-      url: this.url,
+      url,
       WebSocket: this.WebSocketClass,
       token: this.token,
       device: this.device,

@@ -15,6 +15,7 @@ export {
   HeartlineError,
   InvalidArgumentError,
   ProtocolViolationError,
+  RedirectError,
   ServerError,
   TimeoutError,
 } from "./client/errors.js";
@@ -22,3 +23,5 @@ export { ErrorCode, ProtocolError } from "./codec/errors.js";
 export type { ErrorCodeName } from "./codec/errors.js";
 export type { Device, GoawayReason, GraphOp, SettableStatus, Status } from "./codec/enums.js";
 export type { Cursor, Item, PresenceEntry, ServerStats, TimelineSource, Welcome } from "./codec/messages.js";
+export type { MapMember } from "./codec/messages.js";
+export { nameHash, ownerOf, partitionOf, weight } from "./route.js";

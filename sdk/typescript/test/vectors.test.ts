@@ -15,6 +15,7 @@ import {
   ProtocolError,
   SettableStatus,
 } from "../src/codec/index.js";
+import { nameHash, ownerOf, partitionOf, weight } from "../src/route.js";
 import { fromHex, toHex } from "./support/hex.js";
 import { canonical, fromVectorShape, toVectorShape } from "./support/vector-shape.js";
 import { loadVectorFile, Vector, VECTOR_DIR } from "./support/vectors.js";
@@ -79,10 +80,27 @@ describe("vectors heartbeat.json", () => {
   }
 });
 
+describe("vectors route.json", () => {
+  for (const v of loadVectorFile("route.json").vectors) {
+    it(`${v.name}`, () => {
+      if (v.weight !== undefined) {
+        const hash = nameHash(v.node as string);
+        assert.equal(hash.toString(16).padStart(16, "0"), v.name_hash);
+        assert.equal(weight(hash, Number(v.partition)).toString(16).padStart(16, "0"), v.weight);
+      } else if (v.owner !== undefined) {
+        const members = (v.members as string[]).map((node) => ({ node }));
+        assert.equal(ownerOf(members, v.user as bigint, Number(v.partitions))?.node, v.owner);
+      } else {
+        assert.equal(partitionOf(v.user as bigint, Number(v.partitions)), Number(v.partition));
+      }
+    });
+  }
+});
+
 describe("vector files", () => {
   it("every vector file is checked (udp.json: see udp.test)", () => {
     const files = readdirSync(VECTOR_DIR).filter((f) => f.endsWith(".json")).sort();
-    assert.deepEqual(files, ["batch.json", "heartbeat.json", "malformed.json", "tcp.json", "udp.json"]);
+    assert.deepEqual(files, ["batch.json", "heartbeat.json", "malformed.json", "route.json", "tcp.json", "udp.json"]);
   });
 });
 

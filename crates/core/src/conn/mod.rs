@@ -22,8 +22,8 @@ use heartline_proto::auth::{AuthError, Claims, Subject, UdpPeer};
 use heartline_proto::codec::types;
 use heartline_proto::udp::Key;
 use heartline_proto::{
-    BatchEntry, DecodeError, ErrorCode, GoawayReason, HeartbeatState, Hello, Message, OpenEntry, PresenceEntry, Role,
-    Status, Text, Welcome, VERSION,
+    BatchEntry, DecodeError, ErrorCode, GoawayReason, HeartbeatState, Hello, MapMember, Message, OpenEntry,
+    PresenceEntry, Role, Status, Text, Welcome, VERSION,
 };
 
 use crate::presence::{entry_for, BlockList, Change, Presence, SessionError, SessionId, View, Viewer};
@@ -55,6 +55,27 @@ pub trait Env {
     /// The fixed settings WELCOME announces.
     fn welcome(&self) -> WelcomeSettings;
     fn limits(&self) -> Limits;
+    /// The member that owns `user` when it is another node of the cluster
+    /// (SPEC.md §14): `None` on a single node, when this node owns the user,
+    /// or when no map is known yet.
+    fn owner_of(&self, user: u64) -> Option<Owner>;
+    /// What CLUSTER_MAP answers: the map, or this node alone.
+    fn cluster_map(&self) -> RouteMap;
+}
+
+/// Another node owning a user, by the map of `version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub version: u64,
+    pub member: MapMember,
+}
+
+/// The cluster map as a gateway receives it (CLUSTER_MAP_REPLY).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteMap {
+    pub version: u64,
+    pub partitions: u32,
+    pub members: Vec<MapMember>,
 }
 
 /// What WELCOME tells every client; fixed while the daemon runs.
@@ -142,6 +163,8 @@ fn server_only(ty: u8) -> bool {
             | PAGE
             | ITEM_PUSH
             | DELETED_PUSH
+            | REDIRECT
+            | CLUSTER_MAP_REPLY
     )
 }
 
@@ -323,7 +346,14 @@ impl Connection {
                         beats.status = status;
                         *session
                     }
-                    (Phase::Gateway, Some(session)) => session,
+                    (Phase::Gateway, Some(session)) => {
+                        // A session whose user moved to another node by a newer map (SPEC.md §14.5).
+                        let user = env.presence().user_of(session, self.id).ok();
+                        if let Some((user, owner)) = user.and_then(|u| env.owner_of(u).map(|o| (u, o))) {
+                            return self.fail(req, ErrorCode::Moved, moved(user, &owner), out);
+                        }
+                        session
+                    }
                     _ => return self.fail(req, ErrorCode::Forbidden, "session field is for gateways only", out),
                 };
                 self.set_status(env, req, target, status, Some(text), now_ms, true, out)
@@ -346,6 +376,12 @@ impl Connection {
                 out.push(Effect::Stats { req });
                 Flow::Continue
             }
+            Message::ClusterMap { req } if gateway => {
+                let RouteMap { version, partitions, members } = env.cluster_map();
+                out.push(Effect::Send(Message::ClusterMapReply { req, version, partitions, members }));
+                Flow::Continue
+            }
+            Message::ClusterMap { req } => self.fail(req, ErrorCode::Forbidden, "gateway-only message", out),
             Message::Open { req, entries } if gateway => self.open(env, req, &entries, now_ms, out),
             Message::Close { req, sessions } if gateway => self.close_sessions(env, req, &sessions, now_ms, out),
             Message::BatchHeartbeat(batch) if gateway => {
@@ -399,6 +435,10 @@ impl Connection {
         let presence = env.presence();
         let (session, udp_peer) = match (hello.role, claims.subject) {
             (Role::Client, Subject::User(user)) => {
+                if let Some(Owner { version, member: MapMember { node, addr, ws } }) = env.owner_of(user) {
+                    // No session here: the client reconnects to the owner (SPEC.md §14.3).
+                    return self.close(Some(Message::Redirect { version, node, addr, ws }), out);
+                }
                 let resumed = hello.resume != 0 && presence.resume(hello.resume, user, self.id, udp, now_ms);
                 let session = if resumed {
                     hello.resume
@@ -529,6 +569,11 @@ impl Connection {
 
     /// All or nothing (SPEC.md §4.21): a refused OPEN leaves no trace.
     fn open(&mut self, env: &impl Env, req: u64, entries: &[OpenEntry], now_ms: u64, out: &mut Vec<Effect>) -> Flow {
+        if let Some((user, owner)) =
+            entries.iter().find_map(|entry| env.owner_of(entry.user).map(|owner| (entry.user, owner)))
+        {
+            return self.fail(req, ErrorCode::Moved, moved(user, &owner), out);
+        }
         let wanted = entries.iter().map(|entry| (entry.user, entry.status));
         match env.presence().open_all(wanted, self.id, now_ms) {
             Ok((sessions, changes)) => {
@@ -578,6 +623,11 @@ impl Connection {
             presence.unwatch(user, self.id);
         }
     }
+}
+
+/// MOVED's message (SPEC.md §14.5): for logs; the gateway fetches the map again.
+fn moved(user: u64, owner: &Owner) -> String {
+    format!("user {user} is on {} by map version {}", owner.member.node.as_str(), owner.version)
 }
 
 /// Applies a gateway's batch (over TCP or UDP) for connection `owner`;

@@ -17,6 +17,7 @@ use heartline_proto::{
 
 use super::*;
 use crate::presence::{PresenceConfig, TICK_MS};
+use heartline_proto::MapMember;
 
 const TTL_MS: u32 = 3_000;
 const GRACE_MS: u32 = 1_000;
@@ -45,6 +46,8 @@ struct World {
     now: u64,
     next_id: u32,
     peers: HashMap<u32, Peer>,
+    /// In a cluster: the map and this node's name.
+    cluster: Option<(crate::cluster::ClusterMap, &'static str)>,
 }
 
 struct Peer {
@@ -85,6 +88,31 @@ impl Env for World {
     fn limits(&self) -> Limits {
         self.limits
     }
+
+    fn owner_of(&self, user: u64) -> Option<Owner> {
+        let (map, me) = self.cluster.as_ref()?;
+        let owner = map.owner_of_user(user).filter(|m| m.node != *me)?;
+        Some(Owner { version: map.version, member: wire_member(owner) })
+    }
+
+    fn cluster_map(&self) -> RouteMap {
+        match &self.cluster {
+            Some((map, _)) => RouteMap {
+                version: map.version,
+                partitions: map.partitions(),
+                members: map.members.iter().map(wire_member).collect(),
+            },
+            None => RouteMap {
+                version: 0,
+                partitions: 1,
+                members: vec![MapMember { node: "local".into(), addr: "127.0.0.1:7400".into(), ws: Text::default() }],
+            },
+        }
+    }
+}
+
+fn wire_member(m: &crate::cluster::MapMember) -> MapMember {
+    MapMember { node: m.node.as_str().into(), addr: m.advertise.as_str().into(), ws: m.ws.as_str().into() }
 }
 
 impl World {
@@ -100,7 +128,34 @@ impl World {
             now: T0,
             next_id: 1,
             peers: HashMap::new(),
+            cluster: None,
         }
+    }
+
+    /// This node is `me` in a cluster of hl-1, hl-2 and hl-3 (map version 9,
+    /// 1,024 partitions; hl-2 has a WebSocket URL).
+    fn in_cluster(&mut self, me: &'static str) {
+        let member = |node: &str, ws: &str| crate::cluster::MapMember {
+            node: node.into(),
+            advertise: format!("{node}.example:7400"),
+            ws: ws.into(),
+            joined: 1,
+        };
+        let members = vec![member("hl-1", ""), member("hl-2", "wss://hl-2.example/ws"), member("hl-3", "")];
+        self.cluster = Some((crate::cluster::ClusterMap::new(9, members, 1_024), me));
+    }
+
+    /// The owner of `user` in the cluster.
+    fn owner(&self, user: u64) -> &str {
+        let (map, _) = self.cluster.as_ref().unwrap();
+        map.owner_of_user(user).unwrap().node.as_str()
+    }
+
+    /// A user owned by `node`, and one owned by another node.
+    fn users_of(&self, node: &str) -> (u64, u64) {
+        let mine = (1..).find(|&u| self.owner(u) == node).unwrap();
+        let other = (1..).find(|&u| self.owner(u) != node).unwrap();
+        (mine, other)
     }
 
     fn token(&self, subject: Subject, expires_at: u64) -> Bytes {
@@ -685,4 +740,138 @@ fn a_refused_open_leaves_no_trace() {
     assert!(w.take(watcher).is_empty(), "no watcher saw anything");
     assert_eq!((w.status_of(watcher, 1), w.status_of(watcher, 5)), before);
     assert_eq!(w.presence.totals().sessions, 2);
+}
+
+#[test]
+fn a_client_of_a_user_owned_elsewhere_is_redirected_and_gets_no_session() {
+    let mut w = World::new();
+    w.in_cluster("hl-1");
+    // Spec worked example (SPEC.md §14.2): user 1 is in partition 32, owned by hl-3.
+    assert_eq!(w.owner(1), "hl-3");
+    let watcher = w.gateway();
+    w.send(watcher, Message::Watch { req: 1, users: vec![1] });
+    w.take(watcher);
+    let id = w.connect();
+    w.send(id, World::hello(Role::Client, w.user_token(1), 0));
+    let redirect =
+        Message::Redirect { version: 9, node: "hl-3".into(), addr: "hl-3.example:7400".into(), ws: Text::default() };
+    assert_eq!(w.take(id), vec![redirect]);
+    assert!(w.closed(id));
+    assert_eq!(w.presence.totals().sessions, 0);
+    assert!(w.take(watcher).is_empty(), "no presence change for a redirected client");
+    // A resume is redirected too: the session, if any, is the owner's.
+    let id = w.connect();
+    w.send(id, World::hello(Role::Client, w.user_token(1), 77));
+    assert!(matches!(w.take(id).as_slice(), [Message::Redirect { node, .. }] if node.as_str() == "hl-3"));
+}
+
+#[test]
+fn redirects_carry_the_owner_s_websocket_url_and_the_owner_welcomes() {
+    let mut w = World::new();
+    w.in_cluster("hl-1");
+    let (mine, _) = w.users_of("hl-1");
+    let on_hl2 = (1..).find(|&u| w.owner(u) == "hl-2").unwrap();
+    let id = w.connect();
+    w.send(id, World::hello(Role::Client, w.user_token(on_hl2), 0));
+    match w.take(id).as_slice() {
+        [Message::Redirect { version: 9, node, addr, ws }] => {
+            assert_eq!(
+                (node.as_str(), addr.as_str(), ws.as_str()),
+                ("hl-2", "hl-2.example:7400", "wss://hl-2.example/ws")
+            );
+        }
+        other => panic!("no REDIRECT: {other:?}"),
+    }
+    // This node's own users are welcomed as on a single node.
+    let (_, session) = w.client(mine);
+    assert_ne!(session, 0);
+}
+
+#[test]
+fn a_gateway_is_never_redirected_and_reads_the_map() {
+    let mut w = World::new();
+    w.in_cluster("hl-2");
+    let gw = w.gateway();
+    w.send(gw, Message::ClusterMap { req: 4 });
+    match w.take(gw).as_slice() {
+        [Message::ClusterMapReply { req: 4, version: 9, partitions: 1_024, members }] => {
+            let names: Vec<&str> = members.iter().map(|m| m.node.as_str()).collect();
+            assert_eq!(names, ["hl-1", "hl-2", "hl-3"]);
+            assert_eq!(members[1].ws.as_str(), "wss://hl-2.example/ws");
+        }
+        other => panic!("no CLUSTER_MAP_REPLY: {other:?}"),
+    }
+    // Clients may not ask for it.
+    let (mine, _) = w.users_of("hl-2");
+    let (client, _) = w.client(mine);
+    w.send(client, Message::ClusterMap { req: 5 });
+    assert_eq!(codes(&w.take(client)), [Some(ErrorCode::Forbidden)]);
+    assert!(!w.closed(client));
+}
+
+#[test]
+fn an_open_naming_a_user_owned_elsewhere_is_refused_whole_with_moved() {
+    let mut w = World::new();
+    w.in_cluster("hl-1");
+    let (mine, other) = w.users_of("hl-1");
+    let gw = w.gateway();
+    let entry = |user| OpenEntry { user, device: Device::Web, status: Status::Online };
+    w.send(gw, Message::Open { req: 3, entries: vec![entry(mine), entry(other)] });
+    match w.take(gw).as_slice() {
+        [Message::Error { req: 3, code, message }] => {
+            assert_eq!(ErrorCode::from_u16(*code), Some(ErrorCode::Moved));
+            let owner = w.owner(other).to_owned();
+            assert_eq!(message.as_str(), format!("user {other} is on {owner} by map version 9"));
+        }
+        other => panic!("no MOVED: {other:?}"),
+    }
+    assert!(!w.closed(gw), "MOVED does not close");
+    assert_eq!(w.presence.totals().sessions, 0, "all or nothing");
+    w.send(gw, Message::Open { req: 4, entries: vec![entry(mine)] });
+    assert!(matches!(w.take(gw).as_slice(), [Message::Opened { req: 4, sessions }] if sessions.len() == 1));
+}
+
+#[test]
+fn a_single_node_answers_the_map_with_itself_and_refuses_nothing() {
+    let mut w = World::new();
+    let gw = w.gateway();
+    w.send(gw, Message::ClusterMap { req: 1 });
+    match w.take(gw).as_slice() {
+        [Message::ClusterMapReply { req: 1, version: 0, partitions: 1, members }] => assert_eq!(members.len(), 1),
+        other => panic!("no CLUSTER_MAP_REPLY: {other:?}"),
+    }
+    let entries = (1..=50).map(|user| OpenEntry { user, device: Device::Web, status: Status::Online }).collect();
+    w.send(gw, Message::Open { req: 2, entries });
+    assert!(matches!(w.take(gw).as_slice(), [Message::Opened { req: 2, sessions }] if sessions.len() == 50));
+    for user in 100..110 {
+        w.client(user);
+    }
+}
+
+#[test]
+fn a_gateway_s_status_change_for_a_user_that_moved_away_gets_moved() {
+    let mut w = World::new();
+    let entry = |user| OpenEntry { user, device: Device::Web, status: Status::Online };
+    let gw = w.gateway();
+    // Opened while this node was alone; then it joins a cluster where hl-3 owns user 1.
+    w.send(gw, Message::Open { req: 1, entries: vec![entry(1), entry(4)] });
+    let sessions = match w.take(gw).as_slice() {
+        [Message::Opened { sessions, .. }] => sessions.clone(),
+        other => panic!("no OPENED: {other:?}"),
+    };
+    w.in_cluster("hl-1");
+    assert_eq!((w.owner(1), w.owner(4)), ("hl-3", "hl-1"));
+    let set = |req, session| Message::SetStatus { req, session: Some(session), status: Status::Away, text: "".into() };
+    w.send(gw, set(2, sessions[0]));
+    match w.take(gw).as_slice() {
+        [Message::Error { req: 2, code, message }] => {
+            assert_eq!(ErrorCode::from_u16(*code), Some(ErrorCode::Moved));
+            assert_eq!(message.as_str(), "user 1 is on hl-3 by map version 9");
+        }
+        other => panic!("expected MOVED: {other:?}"),
+    }
+    assert_eq!(w.presence.lookup(1).unwrap().status, Status::Online, "nothing changed");
+    // Its own user's session changes as before.
+    w.send(gw, set(3, sessions[1]));
+    assert_eq!(w.take(gw), vec![Message::Ok { req: 3 }]);
 }

@@ -262,6 +262,11 @@ impl Presence {
         Ok((sessions, changes.into_iter().map(|(_, change)| change).collect()))
     }
 
+    /// The user of a live session owned by connection `owner`.
+    pub fn user_of(&self, session: SessionId, owner: u32) -> Result<u64, SessionError> {
+        self.with_session(session, |shard, slot| shard.user_of(slot, owner))
+    }
+
     /// Renews a session (no allocation, one lock).
     pub fn heartbeat(&self, session: SessionId, owner: u32, now_ms: u64) -> Result<(), SessionError> {
         let now = self.now(now_ms);

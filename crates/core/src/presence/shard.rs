@@ -327,6 +327,15 @@ impl Shard {
         Ok(rec)
     }
 
+    /// The user of a live session owned by `owner`.
+    pub(super) fn user_of(&self, slot: u32, owner: u32) -> Result<u64, SessionError> {
+        let rec = self.sessions.get(slot).filter(|r| r.state == State::Active).ok_or(SessionError::NotFound)?;
+        if rec.owner != owner {
+            return Err(SessionError::NotOwner);
+        }
+        self.users.get(rec.user).map(|u| u.id).ok_or(SessionError::NotFound)
+    }
+
     pub(super) fn heartbeat(&mut self, slot: u32, owner: u32, now: Now, timing: &Timing) -> Result<(), SessionError> {
         self.owned(slot, owner)?.deadline = now.tick + timing.ttl;
         Ok(())

@@ -16,6 +16,7 @@ import {
   HeartlineError,
   InvalidArgumentError,
   ProtocolViolationError,
+  RedirectError,
   ServerError,
   TimeoutError,
 } from "./errors.js";
@@ -114,7 +115,7 @@ export class Connection {
       socket.addEventListener("message", (event: { data: unknown }) => {
         if (settled) return;
         const outcome = Connection.readWelcome(event.data);
-        if (outcome instanceof ServerError) {
+        if (outcome instanceof ServerError || outcome instanceof RedirectError) {
           // The server closes after it (§9.2); report the refusal, not the close.
           refusal = outcome;
           return;
@@ -127,7 +128,7 @@ export class Connection {
     });
   }
 
-  /** The first frame: WELCOME, or the ERROR refusing HELLO; anything else is a violation. */
+  /** The first frame: WELCOME, the ERROR refusing HELLO or a REDIRECT; anything else is a violation. */
   private static readWelcome(data: unknown): Welcome | HeartlineError {
     const bytes = messageBytes(data);
     if (!bytes) return new ProtocolViolationError("a text WebSocket message");
@@ -138,6 +139,7 @@ export class Connection {
       return new ProtocolViolationError(`before WELCOME: ${e instanceof Error ? e.message : String(e)}`);
     }
     if (message.type === "ERROR") return new ServerError(message.code, message.message, message.req);
+    if (message.type === "REDIRECT") return new RedirectError(message.node, message.addr, message.ws, message.version);
     if (message.type !== "WELCOME") return new ProtocolViolationError(`${message.type} before WELCOME`);
     if (message.version < 1 || message.version > PROTOCOL_VERSION) {
       return new ProtocolViolationError(`WELCOME version ${message.version}`);

@@ -36,6 +36,23 @@ export class ServerError extends HeartlineError {
   }
 }
 
+/**
+ * The server does not own the user and names the one that does (REDIRECT, SPEC.md §14.3).
+ * The client follows it by itself; it surfaces only when the redirects in a row exceeded
+ * `maxRedirects` or the owner has no WebSocket URL.
+ */
+export class RedirectError extends HeartlineError {
+  constructor(
+    readonly node: string,
+    readonly addr: string,
+    /** The owner's WebSocket URL; empty when it has none. */
+    readonly ws: string,
+    readonly version: bigint,
+  ) {
+    super(`redirected to ${node} (${ws || addr})`);
+  }
+}
+
 /** The server broke the protocol; the client closed the connection (client-close, §4.4). */
 export class ProtocolViolationError extends HeartlineError {}
 

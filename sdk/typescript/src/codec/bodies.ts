@@ -22,11 +22,15 @@ import { EncodeError, fail } from "./errors.js";
 import {
   HEARTBEAT_WORD_LIMIT,
   HELLO_MAGIC,
+  MAX_ADDR,
   MAX_BATCH,
   MAX_ERROR_TEXT,
   MAX_FRAME,
   MAX_IDS,
+  MAX_MEMBERS,
+  MAX_NODE,
   MAX_PAGE,
+  MAX_PARTITIONS,
   MAX_PAYLOAD,
   MAX_STATUS_TEXT,
   MAX_TOKEN,
@@ -34,6 +38,7 @@ import {
 import type {
   Cursor,
   Item,
+  MapMember,
   Message,
   MessageOf,
   MessageType,
@@ -138,7 +143,25 @@ interface BodyCodec<T extends MessageType, F> {
   encode: (w: BodyWriter, m: F) => void;
 }
 
-function reqOnly<T extends "OK" | "STATS">(type: T): BodyCodec<T, { req: bigint }> {
+const MAP_MEMBER_MIN_SIZE = 3;
+
+/** `node text(64)`, `addr text(255)`, `ws text(255)`; node and addr not empty (§14.3). */
+function readMember(r: BodyReader): MapMember {
+  const node = r.text(MAX_NODE, "MALFORMED");
+  const addr = r.text(MAX_ADDR, "MALFORMED");
+  const ws = r.text(MAX_ADDR, "MALFORMED");
+  if (node === "" || addr === "") fail("empty node or addr");
+  return { node, addr, ws };
+}
+
+function writeMember(w: BodyWriter, m: MapMember): void {
+  if (m.node === "" || m.addr === "") throw new EncodeError("a member needs a node and an addr");
+  w.text(m.node, MAX_NODE, "node");
+  w.text(m.addr, MAX_ADDR, "addr");
+  w.text(m.ws, MAX_ADDR, "ws");
+}
+
+function reqOnly<T extends "OK" | "STATS" | "CLUSTER_MAP">(type: T): BodyCodec<T, { req: bigint }> {
   return {
     decode: (r) => ({ type, req: r.varint() }) as MessageOf<T>,
     encode: (w, m) => w.varint(m.req),
@@ -395,6 +418,16 @@ export const CODECS: CodecTable = {
     },
   }),
   OK: codec("OK", 0x06, true, reqOnly("OK")),
+  REDIRECT: codec("REDIRECT", 0x07, true, {
+    decode: (r) => {
+      const version = r.varint();
+      return { type: "REDIRECT", version, ...readMember(r) };
+    },
+    encode: (w, m) => {
+      w.varint(m.version);
+      writeMember(w, m);
+    },
+  }),
   HEARTBEAT: codec("HEARTBEAT", 0x10, false, { decode: decodeHeartbeat, encode: encodeHeartbeat }),
   SET_STATUS: codec("SET_STATUS", 0x11, false, { decode: decodeSetStatus, encode: encodeSetStatus }),
   WATCH: codec("WATCH", 0x12, false, userList("WATCH")),
@@ -422,6 +455,27 @@ export const CODECS: CodecTable = {
       w.varint(m.req);
       const { onlineUsers, sessions, watches, connections } = m.stats;
       for (const counter of [onlineUsers, sessions, watches, connections]) w.varint(counter);
+    },
+  }),
+  CLUSTER_MAP: codec("CLUSTER_MAP", 0x19, false, reqOnly("CLUSTER_MAP")),
+  CLUSTER_MAP_REPLY: codec("CLUSTER_MAP_REPLY", 0x1a, true, {
+    decode: (r) => {
+      const req = r.varint();
+      const version = r.varint();
+      const partitions = r.varint32();
+      if (partitions < 1 || partitions > MAX_PARTITIONS) fail(`partitions ${partitions} outside 1..=${MAX_PARTITIONS}`);
+      const n = r.count(MAX_MEMBERS, "MALFORMED", MAP_MEMBER_MIN_SIZE);
+      const members: MapMember[] = [];
+      for (let i = 0; i < n; i++) members.push(readMember(r));
+      return { type: "CLUSTER_MAP_REPLY", req, version, partitions, members };
+    },
+    encode: (w, m) => {
+      w.varint(m.req);
+      w.varint(m.version);
+      checkInteger(m.partitions, MAX_PARTITIONS, "partitions");
+      if (m.partitions < 1) throw new EncodeError("partitions must be at least 1");
+      w.varint32(m.partitions);
+      writeList(w, m.members, MAX_MEMBERS, "CLUSTER_MAP_REPLY", (member) => writeMember(w, member));
     },
   }),
   OPEN: codec("OPEN", 0x20, false, { decode: decodeOpen, encode: encodeOpen }),

@@ -28,6 +28,7 @@ export const ErrorCode = {
   TOO_MANY_CONNECTIONS: 18,
   INTERNAL: 19,
   DISCONNECTED: 20,
+  MOVED: 21,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -55,7 +56,7 @@ const FATAL: ReadonlySet<ErrorCodeName> = new Set<ErrorCodeName>([
 
 /**
  * The name of a code received in an ERROR frame. Codes this version does not define
- * (0, 21..=65,535) read as INTERNAL (§9.3).
+ * (0, 22..=65,535) read as INTERNAL (§9.3).
  */
 export function errorCodeName(code: number): ErrorCodeName {
   return NAME_BY_NUMBER.get(code) ?? "INTERNAL";

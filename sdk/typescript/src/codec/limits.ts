@@ -18,6 +18,11 @@ export const MAX_PAYLOAD = 65_536;
 export const MAX_PAGE = 100;
 export const MAX_DATAGRAM = 65_507;
 export const MIN_DATAGRAM = 13;
+/** Routing in a cluster (§14): partitions, members in CLUSTER_MAP_REPLY, a member's name and addresses. */
+export const MAX_PARTITIONS = 65_536;
+export const MAX_MEMBERS = 1_024;
+export const MAX_NODE = 64;
+export const MAX_ADDR = 255;
 
 export const U32_LIMIT = 2 ** 32;
 export const U64_MAX = (1n << 64n) - 1n;

@@ -1,5 +1,5 @@
 /**
- * The 28 TCP messages of protocol v1 (SPEC.md §4.2) as one discriminated union,
+ * The 31 TCP messages of protocol v1 (SPEC.md §4.2) as one discriminated union,
  * {@link Message}, keyed by `type`.
  *
  * Number types: every field that is a u64 on the wire (user, session, request and post
@@ -228,6 +228,35 @@ export interface DeletedPush {
   post: bigint;
 }
 
+/** A member of the cluster (§14.3, §14.4). */
+export interface MapMember {
+  node: string;
+  /** TCP `host:port`. */
+  addr: string;
+  /** WebSocket URL; empty when the member has none. */
+  ws: string;
+}
+
+/** Sent instead of WELCOME: another server owns the user (§14.3). */
+export interface Redirect extends MapMember {
+  type: "REDIRECT";
+  version: bigint;
+}
+
+export interface ClusterMap {
+  type: "CLUSTER_MAP";
+  req: bigint;
+}
+
+export interface ClusterMapReply {
+  type: "CLUSTER_MAP_REPLY";
+  req: bigint;
+  version: bigint;
+  /** 1..=65,536. */
+  partitions: number;
+  members: MapMember[];
+}
+
 export type Message =
   | Hello
   | Welcome
@@ -256,7 +285,10 @@ export type Message =
   | Page
   | Live
   | ItemPush
-  | DeletedPush;
+  | DeletedPush
+  | Redirect
+  | ClusterMap
+  | ClusterMapReply;
 
 export type MessageType = Message["type"];
 /** The message of type `T`. */

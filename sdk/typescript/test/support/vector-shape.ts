@@ -11,8 +11,10 @@ const BYTE_FIELDS = new Set(["token", "payload", "udp_key"]);
 /** Integer fields the SDK types as number (all others are bigint). */
 const NUMBER_FIELDS = new Set([
   "version", "heartbeat_interval_ms", "ttl_ms", "max_frame", "udp_port", "reconnect_after_ms",
-  "code", "jitter_ms", "dseq", "kind", "limit", "seq", "ts", "interval_ms",
+  "code", "jitter_ms", "dseq", "kind", "limit", "seq", "ts", "interval_ms", "partitions",
 ]);
+/** Messages whose `version` is a map version, a u64 (SPEC.md §14). */
+const U64_VERSION = new Set(["REDIRECT", "CLUSTER_MAP_REPLY"]);
 
 const toSnake = (key: string): string => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 const toCamel = (key: string): string => key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -48,7 +50,10 @@ export function fromVectorShape(value: JsonValue, field = "", list = ""): unknow
   }
   if (value !== null && typeof value === "object") {
     const out: Record<string, unknown> = {};
-    for (const [key, v] of Object.entries(value)) out[toCamel(key)] = fromVectorShape(v, key, list);
+    const mapVersion = U64_VERSION.has(String((value as { type?: JsonValue }).type));
+    for (const [key, v] of Object.entries(value)) {
+      out[toCamel(key)] = mapVersion && key === "version" ? v : fromVectorShape(v, key, list);
+    }
     return out;
   }
   return value;
