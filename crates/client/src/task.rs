@@ -787,16 +787,7 @@ mod tests {
     }
 
     fn welcome() -> Message {
-        Message::Welcome(Welcome {
-            version: VERSION,
-            session: 9,
-            heartbeat_interval_ms: 30_000,
-            ttl_ms: 90_000,
-            server_time_ms: 1,
-            max_frame: 65_536,
-            udp_port: 0,
-            udp_key: [0; 16],
-        })
+        Message::Welcome(crate::wire::tests::welcome())
     }
 
     fn redirect(to: &str) -> Message {
@@ -825,7 +816,7 @@ mod tests {
         let gone = dead().await;
         let mut route = Route::default();
         let conn = connect(&config(&[&gone, &other]), &mut route, 0, Status::Online).await.unwrap();
-        assert_eq!(conn.welcome.session, 9);
+        assert_eq!(conn.welcome.session, 42);
         assert_eq!(*route.current.lock().unwrap(), owner);
         assert_eq!(route.target.as_deref(), Some(owner.as_str()), "the owner is tried first next time");
         // The owner remembered is dropped once it cannot be reached.

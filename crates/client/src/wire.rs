@@ -394,7 +394,7 @@ impl Connection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use heartline_proto::{Batch, Heartbeat, PresenceEntry, Status};
@@ -423,7 +423,8 @@ mod tests {
         got
     }
 
-    fn welcome() -> Welcome {
+    /// A WELCOME as a test server sends it (session 42).
+    pub(crate) fn welcome() -> Welcome {
         Welcome {
             version: VERSION,
             session: 42,
