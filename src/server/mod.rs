@@ -225,6 +225,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         api_sessions: Default::default(),
         metrics: metrics.clone(),
         last_seen: store.clone(),
+        remote: Default::default(),
     });
     let feed_shell = Arc::new(FeedShell {
         feed: feed.clone(),
@@ -259,6 +260,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(settings) => {
             let (cluster, task) =
                 crate::cluster::start(settings, tcp, shutdown.clone()).map_err(StartError::Cluster)?;
+            let local: Arc<dyn crate::cluster::presence::Local> = node.clone();
+            let (remote, _) = crate::cluster::presence::start(settings, cluster.clone(), local, stop.clone());
+            let _ = node.remote.set(remote);
             (Some(cluster), Some(task))
         }
         None => (None, None),
