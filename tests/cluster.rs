@@ -6,184 +6,15 @@
 //! Skipped with a message when `nats-server` is missing, failed under CI.
 //! Prints how long convergence and failure detection took (docs/cluster.md).
 
+#[path = "common/cluster.rs"]
+mod cluster_common;
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster_common::*;
 use common::*;
 use heartline::admin::api::ClusterInfo;
-use heartline::config::Cluster;
-
-/// The member key TTL the nodes use here, and how often they refresh.
-const TTL: Duration = Duration::from_secs(3);
-const REFRESH: Duration = Duration::from_millis(500);
-/// Bounds for each phase.
-const NATS_READY: Duration = Duration::from_secs(30);
-const CONVERGE: Duration = Duration::from_secs(20);
-const PARTITIONS: u32 = 1_024;
-
-/// A port free right now on loopback.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Child processes killed (SIGKILL) and reaped when dropped, panics included.
-struct Killed(Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Three `nats-server`s with JetStream, routed to each other.
-fn start_nats(dir: &Path) -> (Killed, Vec<String>) {
-    let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let cluster: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut children = Killed(Vec::new());
-    for i in 0..3 {
-        let routes: Vec<String> =
-            (0..3).filter(|&j| j != i).map(|j| format!("nats://127.0.0.1:{}", cluster[j])).collect();
-        let log = std::fs::File::create(dir.join(format!("nats{i}.log"))).unwrap();
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &client[i].to_string(), "-n", &format!("n{i}"), "-js"])
-            .args(["--store_dir", &dir.join(format!("js{i}")).to_string_lossy()])
-            .args(["--cluster_name", "heartline-test", "--cluster", &format!("nats://127.0.0.1:{}", cluster[i])])
-            .args(["--routes", &routes.join(",")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nats-server starts");
-        children.0.push(child);
-    }
-    (children, client.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect())
-}
-
-/// Waits until JetStream answers on every server (a meta leader is elected).
-async fn wait_for_jetstream(urls: &[String]) {
-    let until = Instant::now() + NATS_READY;
-    for url in urls {
-        loop {
-            // The raw API: the client's typed account info wants fields 2.9 does not send.
-            let ready = async {
-                let client = async_nats::connect(url.as_str()).await.map_err(|e| e.to_string())?;
-                let reply = client.request("$JS.API.INFO", "".into()).await.map_err(|e| e.to_string())?;
-                let reply = String::from_utf8_lossy(&reply.payload).into_owned();
-                if reply.contains("\"error\"") {
-                    Err(reply)
-                } else {
-                    Ok(())
-                }
-            };
-            let error = match tokio::time::timeout(Duration::from_secs(2), ready).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => e,
-                Err(_) => "timed out".into(),
-            };
-            assert!(Instant::now() < until, "JetStream not ready within {NATS_READY:?}: {error}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-fn cluster_settings(node: &str, nats: &[String]) -> Cluster {
-    Cluster {
-        nats: nats.to_vec(),
-        node: Some(node.into()),
-        partitions: PARTITIONS,
-        ttl: TTL,
-        refresh: REFRESH,
-        ..Cluster::default()
-    }
-}
-
-/// The killable node: the built binary, with its admin port chosen here.
-struct Child3 {
-    dir: tempfile::TempDir,
-    admin: SocketAddr,
-}
-
-impl Child3 {
-    fn new(nats: &[String]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let urls: Vec<String> = nats.iter().map(|u| format!("\"{u}\"")).collect();
-        let config = format!(
-            "listen = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n\
-             [websocket]\nenabled = false\n[cluster]\nnats = [{}]\nnode = \"c\"\npartitions = {PARTITIONS}\n\
-             ttl = \"{}\"\nrefresh = \"{}\"\n",
-            urls.join(", "),
-            humantime::format_duration(TTL),
-            humantime::format_duration(REFRESH),
-        );
-        std::fs::write(dir.path().join("heartline.toml"), config).unwrap();
-        Self { dir, admin }
-    }
-
-    fn spawn(&self) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("log")).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_heartline"))
-            .args(["serve", "--config"])
-            .arg(self.dir.path().join("heartline.toml"))
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .env_remove("NOTIFY_SOCKET")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-}
-
-/// `/v1/cluster` of the node at `admin`; `None` while it does not answer.
-async fn view(admin: SocketAddr) -> Option<ClusterInfo> {
-    let get = async {
-        // `http` insists on an answer: first see that someone listens (a starting child may not yet).
-        tokio::net::TcpStream::connect(admin).await.ok()?;
-        let response = http(admin, "GET", "/v1/cluster", None, "").await;
-        (response.status == 200).then(|| serde_json::from_str(&response.body).unwrap())
-    };
-    tokio::time::timeout(Duration::from_secs(2), get).await.ok().flatten()
-}
-
-/// Polls every node until all show exactly `members` (by name), at one
-/// version, with every partition owned once; their common view.
-async fn converge(admins: &[SocketAddr], members: &[&str]) -> (ClusterInfo, Duration) {
-    let started = Instant::now();
-    loop {
-        let mut views = Vec::new();
-        for &admin in admins {
-            views.push(view(admin).await);
-        }
-        let agreed = views.iter().all(|v| {
-            v.as_ref().is_some_and(|v| {
-                let names: Vec<&str> = v.members.iter().map(|m| m.node.as_str()).collect();
-                v.joined
-                    && names == members
-                    && v.version == views[0].as_ref().unwrap().version
-                    && v.members.iter().map(|m| m.partitions_owned).sum::<u32>() == PARTITIONS
-            })
-        });
-        if agreed {
-            return (views.swap_remove(0).unwrap(), started.elapsed());
-        }
-        assert!(started.elapsed() < CONVERGE, "no agreement on {members:?} within {CONVERGE:?}: {views:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn owned(view: &ClusterInfo, node: &str) -> u32 {
-    view.members.iter().find(|m| m.node == node).map_or(0, |m| m.partitions_owned)
-}
 
 #[tokio::test]
 async fn a_node_alone_says_so_and_has_no_cluster_metrics() {
@@ -210,7 +41,7 @@ async fn three_nodes_agree_drop_a_killed_one_and_take_it_back() {
 
     let a = Daemon::start_with(|c| c.cluster = Some(cluster_settings("a", &urls))).await;
     let b = Daemon::start_with(|c| c.cluster = Some(cluster_settings("b", &urls))).await;
-    let c = Child3::new(&urls);
+    let c = BinaryNode::new("c", &urls, "");
     let mut child = Killed(vec![c.spawn()]);
     let admins = [a.running.admin, b.running.admin, c.admin];
     let (three, took) = converge(&admins, &["a", "b", "c"]).await;

@@ -1,0 +1,226 @@
+//! A cluster on loopback for the cluster tests: three `nats-server`
+//! processes with JetStream, heartline nodes in process or as the built
+//! binary (to kill with SIGKILL), and the nodes' views of the map.
+//!
+//! Included with `#[path = "common/cluster.rs"] mod cluster_common;` next
+//! to `mod common;`.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use heartline::admin::api::ClusterInfo;
+use heartline::auth::{Claims, Keyring, Subject};
+use heartline::config::Cluster;
+use heartline_core::cluster::{ClusterMap, MapMember};
+
+use crate::common::{hello, http, Client};
+
+/// The member key TTL the nodes use here, and how often they refresh.
+pub(crate) const TTL: Duration = Duration::from_secs(3);
+pub(crate) const REFRESH: Duration = Duration::from_millis(500);
+/// Bounds for each phase.
+pub(crate) const NATS_READY: Duration = Duration::from_secs(30);
+pub(crate) const CONVERGE: Duration = Duration::from_secs(20);
+pub(crate) const PARTITIONS: u32 = 1_024;
+
+/// A port free right now on loopback.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Child processes killed (SIGKILL) and reaped when dropped, panics included.
+pub(crate) struct Killed(pub Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Three `nats-server`s with JetStream, routed to each other.
+pub(crate) fn start_nats(dir: &Path) -> (Killed, Vec<String>) {
+    let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let cluster: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut children = Killed(Vec::new());
+    for i in 0..3 {
+        let routes: Vec<String> =
+            (0..3).filter(|&j| j != i).map(|j| format!("nats://127.0.0.1:{}", cluster[j])).collect();
+        let log = std::fs::File::create(dir.join(format!("nats{i}.log"))).unwrap();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &client[i].to_string(), "-n", &format!("n{i}"), "-js"])
+            .args(["--store_dir", &dir.join(format!("js{i}")).to_string_lossy()])
+            .args(["--cluster_name", "heartline-test", "--cluster", &format!("nats://127.0.0.1:{}", cluster[i])])
+            .args(["--routes", &routes.join(",")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("nats-server starts");
+        children.0.push(child);
+    }
+    (children, client.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect())
+}
+
+/// Waits until JetStream answers on every server (a meta leader is elected).
+pub(crate) async fn wait_for_jetstream(urls: &[String]) {
+    let until = Instant::now() + NATS_READY;
+    for url in urls {
+        loop {
+            // The raw API: the client's typed account info wants fields 2.9 does not send.
+            let ready = async {
+                let client = async_nats::connect(url.as_str()).await.map_err(|e| e.to_string())?;
+                let reply = client.request("$JS.API.INFO", "".into()).await.map_err(|e| e.to_string())?;
+                let reply = String::from_utf8_lossy(&reply.payload).into_owned();
+                if reply.contains("\"error\"") {
+                    Err(reply)
+                } else {
+                    Ok(())
+                }
+            };
+            let error = match tokio::time::timeout(Duration::from_secs(2), ready).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => e,
+                Err(_) => "timed out".into(),
+            };
+            assert!(Instant::now() < until, "JetStream not ready within {NATS_READY:?}: {error}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub(crate) fn cluster_settings(node: &str, nats: &[String]) -> Cluster {
+    Cluster {
+        nats: nats.to_vec(),
+        node: Some(node.into()),
+        partitions: PARTITIONS,
+        ttl: TTL,
+        refresh: REFRESH,
+        ..Cluster::default()
+    }
+}
+
+/// A node run as the built binary (so that it can be killed), with its
+/// ports chosen here.
+pub(crate) struct BinaryNode {
+    pub dir: tempfile::TempDir,
+    pub admin: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
+impl BinaryNode {
+    /// Node `name` of the cluster on `nats`; `extra` is appended to its
+    /// configuration file (sections of its own, after `[cluster]`).
+    pub(crate) fn new(name: &str, nats: &[String], extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let urls: Vec<String> = nats.iter().map(|u| format!("\"{u}\"")).collect();
+        let config = format!(
+            "listen = \"{tcp}\"\nudp = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n\
+             [websocket]\nenabled = false\n[cluster]\nnats = [{}]\nnode = \"{name}\"\npartitions = {PARTITIONS}\n\
+             ttl = \"{}\"\nrefresh = \"{}\"\n{extra}",
+            urls.join(", "),
+            humantime::format_duration(TTL),
+            humantime::format_duration(REFRESH),
+        );
+        std::fs::write(dir.path().join("heartline.toml"), config).unwrap();
+        Self { dir, admin, tcp }
+    }
+
+    pub(crate) fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("log")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_heartline"))
+            .args(["serve", "--config"])
+            .arg(self.dir.path().join("heartline.toml"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+/// A token for `subject` signed with the secret in `data_dir` (a node's).
+pub(crate) fn token_from(data_dir: &Path, subject: Subject) -> Bytes {
+    let secret = heartline::auth::load_secret(&data_dir.join("secret")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    Bytes::from(Keyring { current: secret, previous: None }.issue(&Claims { subject, expires_at: now + 3_600 }))
+}
+
+/// A connection past WELCOME to the node at `tcp`, whose data dir is `data_dir`.
+pub(crate) async fn connect_as(
+    tcp: SocketAddr,
+    data_dir: &Path,
+    role: heartline_proto::Role,
+    subject: Subject,
+) -> Client {
+    let mut client = Client::from(heartline_client::wire::Connection::connect(tcp).await.unwrap());
+    client.handshake(hello(role, token_from(data_dir, subject), false, 0)).await;
+    client
+}
+
+/// `/v1/cluster` of the node at `admin`; `None` while it does not answer.
+pub(crate) async fn view(admin: SocketAddr) -> Option<ClusterInfo> {
+    let get = async {
+        // `http` insists on an answer: first see that someone listens (a starting child may not yet).
+        tokio::net::TcpStream::connect(admin).await.ok()?;
+        let response = http(admin, "GET", "/v1/cluster", None, "").await;
+        (response.status == 200).then(|| serde_json::from_str(&response.body).unwrap())
+    };
+    tokio::time::timeout(Duration::from_secs(2), get).await.ok().flatten()
+}
+
+/// Polls every node until all show exactly `members` (by name), at one
+/// version, with every partition owned once; their common view.
+pub(crate) async fn converge(admins: &[SocketAddr], members: &[&str]) -> (ClusterInfo, Duration) {
+    let started = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for &admin in admins {
+            views.push(view(admin).await);
+        }
+        let agreed = views.iter().all(|v| {
+            v.as_ref().is_some_and(|v| {
+                let names: Vec<&str> = v.members.iter().map(|m| m.node.as_str()).collect();
+                v.joined
+                    && names == members
+                    && v.version == views[0].as_ref().unwrap().version
+                    && v.members.iter().map(|m| m.partitions_owned).sum::<u32>() == PARTITIONS
+            })
+        });
+        if agreed {
+            return (views.swap_remove(0).unwrap(), started.elapsed());
+        }
+        assert!(started.elapsed() < CONVERGE, "no agreement on {members:?} within {CONVERGE:?}: {views:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) fn owned(view: &ClusterInfo, node: &str) -> u32 {
+    view.members.iter().find(|m| m.node == node).map_or(0, |m| m.partitions_owned)
+}
+
+/// The map a node's `/v1/cluster` describes, to find a user's owner.
+pub(crate) fn map_of(view: &ClusterInfo) -> ClusterMap {
+    let members = view
+        .members
+        .iter()
+        .map(|m| MapMember { node: m.node.clone(), advertise: m.advertise.clone(), joined: 0 })
+        .collect();
+    ClusterMap::new(0, members, view.partitions)
+}
