@@ -52,6 +52,8 @@ const RESYNC_ATTEMPTS: u32 = 10;
 const MAP_POLL: Duration = Duration::from_millis(50);
 /// How often last seen times are written to the bucket.
 const LAST_SEEN_FLUSH: Duration = Duration::from_secs(1);
+/// How long reading one last seen from the bucket may hold an answer.
+const LAST_SEEN_READ: Duration = Duration::from_millis(500);
 /// Bucket writes in flight at once.
 const LAST_SEEN_WRITES: usize = 256;
 /// Longest pause between attempts to reach NATS.
@@ -205,6 +207,10 @@ impl Shell {
                 }
                 command = commands.recv() => {
                     let Some(command) = command else { break };
+                    // Decided on the newest map: a watch made just after a change must follow it.
+                    if let Some(nats) = &nats {
+                        map = self.refresh(nats, map, &mut subscriptions).await;
+                    }
                     let mut next = Some(command);
                     // Everything queued is handled before the batch goes out.
                     while let Some(command) = next.take().or_else(|| commands.try_recv().ok()) {
@@ -244,13 +250,8 @@ impl Shell {
                     }
                 }
                 _ = map_poll.tick() => {
-                    let Some(nats) = &nats else { continue };
-                    // Every change of members is a new map, not always a new version
-                    // (a member seen late joined before the newest one).
-                    let latest = self.cluster.status().map;
-                    if !Arc::ptr_eq(&latest, &map) {
-                        self.moved(nats, &map, &latest, &mut subscriptions).await;
-                        map = latest;
+                    if let Some(nats) = &nats {
+                        map = self.refresh(nats, map, &mut subscriptions).await;
                     }
                 }
                 _ = flush.tick() => {
@@ -364,6 +365,22 @@ impl Shell {
         })
     }
 
+    /// The newest map, after acting on what moved since `map`.
+    async fn refresh(
+        &self,
+        nats: &Nats,
+        map: Arc<ClusterMap>,
+        subscriptions: &mut HashMap<u32, JoinHandle<()>>,
+    ) -> Arc<ClusterMap> {
+        // Every change of members is a new map, not always a new version
+        // (a member seen late may have joined before the newest one).
+        let latest = self.cluster.status().map;
+        if !Arc::ptr_eq(&latest, &map) {
+            self.moved(nats, &map, &latest, subscriptions).await;
+        }
+        latest
+    }
+
     /// The map moved: partitions watched here whose owner changed are
     /// followed or left, and their users resynchronised.
     async fn moved(
@@ -404,6 +421,9 @@ impl Shell {
         let mut views = None;
         if let Some(owner) = &owner {
             for _ in 0..RESYNC_ATTEMPTS {
+                if self.stop.is_cancelled() {
+                    return;
+                }
                 if let Some(answer) = request(&nats, owner, &users).await {
                     views = Some(answer);
                     break;
@@ -569,7 +589,7 @@ fn key(user: u64) -> String {
 
 /// The last seen the bucket holds for `user`, if any.
 async fn read_last_seen(store: &kv::Store, user: u64) -> Option<u64> {
-    let value = store.get(key(user)).await.ok()??;
+    let value = tokio::time::timeout(LAST_SEEN_READ, store.get(key(user))).await.ok()?.ok()??;
     Some(u64::from_be_bytes(value.as_ref().try_into().ok()?))
 }
 
