@@ -139,6 +139,10 @@ async fn presence_crosses_nodes_and_survives_a_killed_node() {
         watchers.push(watcher);
     }
 
+    // A user watches another user on another node (as that user, not as anyone).
+    let ub_client = clients.get_mut(&ub).unwrap();
+    assert_eq!(ub_client.watch(&[uc1]).await[0].status, Status::Online);
+
     // Pushes across nodes: a user of c and a user of a change.
     clients.get_mut(&uc1).unwrap().set_status(Status::Busy, "on c").await;
     clients.get_mut(&ua).unwrap().set_status(Status::Away, "").await;
@@ -147,6 +151,7 @@ async fn presence_crosses_nodes_and_survives_a_killed_node() {
         let seen = until_all(watcher, &[(uc1, Status::Busy), (ua, Status::Away)]).await;
         assert_eq!(seen[&uc1].text.as_str(), "on c");
     }
+    assert_eq!(until_status(clients.get_mut(&ub).unwrap(), uc1, Status::Busy).await.text.as_str(), "on c");
 
     // Latency: a gateway's session on a changes status, a watcher on b times the push.
     let timed = user_of(&map, "a", uc2 + 1);

@@ -157,9 +157,14 @@ fn lookup(node: Arc<Node>, outbox: Arc<Outbox>, req: u64, viewer: Viewer, users:
     if let Some(remote) = node.remote.get() {
         let views = remote.views(users.clone());
         tokio::spawn(async move {
+            // Stopping: whatever is not known reads as offline, never seen.
             let views = views.await.unwrap_or_default();
             let blocks = &*node.feed;
-            let entries = users.iter().zip(&views).map(|(&user, view)| entry_for(viewer, user, view, blocks)).collect();
+            let entries = users
+                .iter()
+                .enumerate()
+                .map(|(i, &user)| entry_for(viewer, user, &views.get(i).cloned().unwrap_or_default(), blocks))
+                .collect();
             outbox.send(Message::Presence { req, entries });
         });
         return;
