@@ -9,7 +9,8 @@
 //! - the snapshots: requests to `heartline.presence.query.<owner>` (a QUERY
 //!   frame, answered with a PRESENCE frame), and this node's answers for
 //!   its own users;
-//! - the resynchronisation when the map moves a watched partition;
+//! - the resynchronisation when the map moves a watched partition, and
+//!   of every followed user after NATS reconnects (diffs may be lost);
 //! - last seen of users going offline, written each second to the
 //!   replicated bucket `heartline-last-seen`, and read back for users no
 //!   node has in memory.
@@ -83,6 +84,9 @@ enum Command {
     },
     /// Last seen times the bucket refused, to write again.
     Unwritten(Vec<(u64, u64)>),
+    /// NATS connected again, or dropped messages for a slow consumer:
+    /// diffs may have been missed, every followed user is asked again.
+    Resync,
 }
 
 /// The handle the node holds.
@@ -238,6 +242,13 @@ impl Shell {
                                     task.abort();
                                 }
                             }
+                            Command::Resync => {
+                                if let Some(nats) = &nats {
+                                    tracing::info!("resynchronising cross-node presence");
+                                    let nothing = ClusterMap::new(0, Vec::new(), self.partitions);
+                                    self.moved(nats, &nothing, &map, &mut subscriptions).await;
+                                }
+                            }
                             Command::Lookup { users, reply } => {
                                 tokio::spawn(self.clone().lookup(nats.clone(), map.clone(), users, reply));
                             }
@@ -274,8 +285,15 @@ impl Shell {
     async fn connect(self) -> Option<Nats> {
         let mut backoff = Duration::from_millis(100);
         loop {
+            let commands = self.remote.commands.clone();
             let options = async_nats::ConnectOptions::new()
                 .name(format!("heartline {} presence", self.me))
+                .event_callback(move |event| {
+                    if matches!(event, async_nats::Event::Connected | async_nats::Event::SlowConsumer(_)) {
+                        let _ = commands.send(Command::Resync);
+                    }
+                    async {}
+                })
                 // This node's own diffs are no news to it.
                 .no_echo()
                 .request_timeout(Some(REQUEST_TIMEOUT))
