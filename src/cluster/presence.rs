@@ -57,6 +57,8 @@ const LAST_SEEN_FLUSH: Duration = Duration::from_secs(1);
 const LAST_SEEN_READ: Duration = Duration::from_millis(500);
 /// Bucket writes in flight at once.
 const LAST_SEEN_WRITES: usize = 256;
+/// Commands handled before the changes among them are published.
+const BATCH: usize = 4_096;
 /// Longest pause between attempts to reach NATS.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -216,8 +218,10 @@ impl Shell {
                         map = self.refresh(nats, map, &mut subscriptions).await;
                     }
                     let mut next = Some(command);
-                    // Everything queued is handled before the batch goes out.
-                    while let Some(command) = next.take().or_else(|| commands.try_recv().ok()) {
+                    // What is queued is handled before the batch goes out, up to a bound
+                    // so that a steady stream of changes still goes out.
+                    for _ in 0..BATCH {
+                        let Some(command) = next.take().or_else(|| commands.try_recv().ok()) else { break };
                         match command {
                             Command::Publish(entry) => {
                                 if entry.status == Status::Offline {
