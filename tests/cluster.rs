@@ -41,7 +41,7 @@ async fn three_nodes_agree_drop_a_killed_one_and_take_it_back() {
 
     let a = Daemon::start_with(|c| c.cluster = Some(cluster_settings("a", &urls))).await;
     let b = Daemon::start_with(|c| c.cluster = Some(cluster_settings("b", &urls))).await;
-    let c = Spawned::new("c", &urls, None);
+    let c = BinaryNode::new("c", &urls, None, "");
     let mut child = Killed(vec![c.spawn()]);
     let admins = [a.running.admin, b.running.admin, c.admin];
     let (three, took) = converge(&admins, &["a", "b", "c"]).await;

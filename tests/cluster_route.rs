@@ -77,7 +77,7 @@ async fn clients_land_on_their_owner_gateways_route_and_a_dead_owner_is_replaced
     let a = node("a", &urls, None).await;
     let secret = a.config.data_dir.join("secret");
     let b = node("b", &urls, Some(&secret)).await;
-    let c = Spawned::new("c", &urls, Some(&secret));
+    let c = BinaryNode::new("c", &urls, Some(&secret), "");
     let mut child = Killed(vec![c.spawn()]);
     let (three, _) = converge(&[a.running.admin, b.running.admin, c.admin], &["a", "b", "c"]).await;
 

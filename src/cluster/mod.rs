@@ -28,6 +28,8 @@ use heartline_core::cluster::{valid_name, ClusterMap, Event, Member, Membership}
 
 use crate::config;
 
+pub mod presence;
+
 /// Longest pause between attempts to reach NATS again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a graceful leave may take.
@@ -195,9 +197,6 @@ async fn run(cluster: Cluster, settings: Settings, leave: CancellationToken) {
 /// `create_key_value`: that reads the account's info first, in a form
 /// nats-server 2.9 does not send.
 async fn bucket(js: &jetstream::Context, settings: &Settings) -> Result<kv::Store, SessionError> {
-    if let Ok(store) = js.get_key_value(settings.bucket.as_str()).await {
-        return Ok(store);
-    }
     let config = jetstream::stream::Config {
         name: format!("KV_{}", settings.bucket),
         description: Some("heartline cluster members".into()),
@@ -214,9 +213,35 @@ async fn bucket(js: &jetstream::Context, settings: &Settings) -> Result<kv::Stor
         discard: jetstream::stream::DiscardPolicy::New,
         ..Default::default()
     };
+    match ensure_bucket(js, &settings.bucket, config).await {
+        Ok(store) => Ok(store),
+        Err(BucketError::Create(e)) => Err(SessionError::CreateBucket(e)),
+        Err(BucketError::Open(e)) => Err(SessionError::Bucket(e)),
+    }
+}
+
+/// Why a bucket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BucketError {
+    #[error("cannot create the bucket: {0}")]
+    Create(jetstream::context::CreateStreamError),
+    #[error("cannot open the bucket: {0}")]
+    Open(#[from] jetstream::context::KeyValueError),
+}
+
+/// Opens the key-value bucket `name`, first creating its stream with
+/// `config` (named `KV_<name>`, subjects `$KV.<name>.>`) when it is missing.
+pub(crate) async fn ensure_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    config: jetstream::stream::Config,
+) -> Result<kv::Store, BucketError> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
     match js.create_stream(config).await {
-        Ok(_) => Ok(js.get_key_value(settings.bucket.as_str()).await?),
-        Err(e) => js.get_key_value(settings.bucket.as_str()).await.map_err(|_| SessionError::CreateBucket(e)),
+        Ok(_) => Ok(js.get_key_value(name).await?),
+        Err(e) => js.get_key_value(name).await.map_err(|_| BucketError::Create(e)),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use heartline_core::conn::{error, presence_entries, Connection, Effect, Flow};
-use heartline_core::presence::Viewer;
+use heartline_core::presence::{entry_for, Viewer};
 use heartline_proto::{ErrorCode, Message};
 
 use super::feed::{FeedSession, FeedShell};
@@ -151,8 +151,24 @@ impl Driver {
     }
 }
 
-/// Answers a PRESENCE that needs the store, off the runtime.
+/// Answers a PRESENCE that needs the store (or, in a cluster, other
+/// nodes), off the runtime.
 fn lookup(node: Arc<Node>, outbox: Arc<Outbox>, req: u64, viewer: Viewer, users: Vec<u64>) {
+    if let Some(remote) = node.remote.get() {
+        let views = remote.views(users.clone());
+        tokio::spawn(async move {
+            // Stopping: whatever is not known reads as offline, never seen.
+            let views = views.await.unwrap_or_default();
+            let blocks = &*node.feed;
+            let entries = users
+                .iter()
+                .enumerate()
+                .map(|(i, &user)| entry_for(viewer, user, &views.get(i).cloned().unwrap_or_default(), blocks))
+                .collect();
+            outbox.send(Message::Presence { req, entries });
+        });
+        return;
+    }
     tokio::task::spawn_blocking(move || {
         let store = &node.last_seen;
         let entries =

@@ -234,6 +234,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             addr: tcp.to_string().into(),
             ws: websocket.clone().unwrap_or_default().into(),
         },
+        remote: Default::default(),
     });
     let feed_shell = Arc::new(FeedShell {
         feed: feed.clone(),
@@ -271,6 +272,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             let (cluster, task) =
                 crate::cluster::start(&settings, tcp, shutdown.clone()).map_err(StartError::Cluster)?;
             let _ = node.cluster.set(cluster.clone());
+            let local: Arc<dyn crate::cluster::presence::Local> = node.clone();
+            let (remote, _) = crate::cluster::presence::start(&settings, cluster.clone(), local, stop.clone());
+            let _ = node.remote.set(remote);
             (Some(cluster), Some(task))
         }
         None => (None, None),

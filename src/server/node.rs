@@ -11,11 +11,11 @@
 //!
 //! [`Effect::Lookup`]: heartline_core::conn::Effect::Lookup
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use heartline_core::conn::{Env, Limits as ConnLimits, Owner, RouteMap, WelcomeSettings};
 use heartline_core::feed::Feed;
-use heartline_core::presence::{BlockList, Change, Presence, SessionId};
+use heartline_core::presence::{BlockList, Change, Presence, SessionId, View};
 use heartline_proto::auth::{AuthError, Claims, UdpKeys, UdpPeer};
 use heartline_proto::udp::Key;
 use heartline_proto::Stats;
@@ -25,6 +25,7 @@ use super::jwt::{is_jwt, JwtError, JwtKeys};
 use super::outbox::Interrupt;
 use super::registry::Registry;
 use super::reload::{Keys, Limits};
+use crate::cluster::presence::{Local, Remote};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -47,14 +48,19 @@ pub(crate) struct Node {
     /// Read for the last seen of users not in memory, off the runtime.
     pub(crate) last_seen: Store,
     /// The cluster shell once started; unset on a single node.
-    pub(crate) cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    pub(crate) cluster: OnceLock<crate::cluster::Cluster>,
     /// What CLUSTER_MAP answers on a single node: this node alone.
     pub(crate) alone: heartline_proto::MapMember,
+    /// In a cluster: presence of users other nodes own (set once joined up).
+    pub(crate) remote: OnceLock<Arc<Remote>>,
 }
 
 impl Node {
     /// Carries a presence change to the connections watching its user.
     pub(crate) fn deliver(&self, change: Change) {
+        if let Some(remote) = self.remote.get() {
+            remote.publish(&change);
+        }
         self.registry.deliver(change, &*self.feed, &self.metrics);
     }
 
@@ -112,6 +118,12 @@ impl Env for Node {
         self.welcome
     }
 
+    fn watched(&self, user: u64, first: bool) {
+        if let Some(remote) = self.remote.get() {
+            remote.watched(user, first);
+        }
+    }
+
     fn limits(&self) -> ConnLimits {
         ConnLimits {
             max_watch: self.limits.max_watch(),
@@ -129,5 +141,23 @@ impl Env for Node {
             Some(cluster) => cluster.route_map(),
             None => RouteMap { version: 0, partitions: 1, members: vec![self.alone.clone()] },
         }
+    }
+}
+
+/// What the cluster's presence shell reads and delivers here.
+impl Local for Node {
+    fn lookup(&self, user: u64) -> Option<View> {
+        self.presence.lookup(user)
+    }
+
+    fn stored_last_seen(&self, user: u64) -> Option<u64> {
+        self.last_seen.last_seen(user).ok().flatten()
+    }
+
+    fn deliver_view(&self, user: u64, view: View) {
+        let watchers = self.presence.watchers(user);
+        let View { status, own, version, last_seen_ms, text } = view;
+        let change = Change { user, status, own, version, last_seen_ms, text, watchers };
+        self.registry.deliver(change, &*self.feed, &self.metrics);
     }
 }

@@ -1,10 +1,11 @@
 //! A real cluster on loopback for the integration tests: three
 //! `nats-server` processes with JetStream routed to each other, heartline
-//! nodes in process or as the built binary (to SIGKILL), and the members'
-//! views as `/v1/cluster` shows them. Every child process is killed when
-//! its handle drops, panics included.
+//! nodes in process or as the built binary (to SIGKILL), tokens signed with
+//! a node's secret, and the members' views as `/v1/cluster` shows them.
+//! Every child process is killed when its handle drops, panics included.
 //!
-//! Included by `#[path]` next to `mod common;` (it uses its daemon helpers).
+//! Included by `#[path = "common/cluster.rs"] mod nodes;` next to
+//! `mod common;` (it uses its daemon and client helpers).
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -12,10 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use heartline::admin::api::ClusterInfo;
+use heartline::auth::{Claims, Keyring, Subject};
 use heartline::config::Cluster;
+use heartline_core::cluster::{ClusterMap, MapMember};
 
-use crate::common::{http, Daemon};
+use crate::common::{hello, http, Client, Daemon};
 
 /// The member key TTL the nodes use here, and how often they refresh.
 pub(crate) const TTL: Duration = Duration::from_secs(3);
@@ -116,37 +120,38 @@ pub(crate) async fn node(name: &str, nats: &[String], secret: Option<&Path>) -> 
     .await
 }
 
-/// A killable node: the built binary, with its admin port chosen here.
-pub(crate) struct Spawned {
+/// A node run as the built binary (so that it can be killed), with its
+/// ports chosen here.
+pub(crate) struct BinaryNode {
     pub dir: tempfile::TempDir,
     pub admin: SocketAddr,
+    pub tcp: SocketAddr,
 }
 
-impl Spawned {
-    /// Node `name` of the cluster at `nats`, with the token secret `secret` if given.
-    pub(crate) fn new(name: &str, nats: &[String], secret: Option<&Path>) -> Self {
+impl BinaryNode {
+    /// Node `name` of the cluster on `nats`, with the token secret `secret`
+    /// if given; `extra` is appended to its configuration file (sections of
+    /// its own, after `[cluster]`).
+    pub(crate) fn new(name: &str, nats: &[String], secret: Option<&Path>, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let urls: Vec<String> = nats.iter().map(|u| format!("\"{u}\"")).collect();
         let config = format!(
-            "listen = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n\
+            "listen = \"{tcp}\"\nudp = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n\
              [websocket]\nenabled = false\n[cluster]\nnats = [{}]\nnode = \"{name}\"\npartitions = {PARTITIONS}\n\
-             ttl = \"{}\"\nrefresh = \"{}\"\n",
+             ttl = \"{}\"\nrefresh = \"{}\"\n{extra}",
             urls.join(", "),
             humantime::format_duration(TTL),
             humantime::format_duration(REFRESH),
         );
         std::fs::write(dir.path().join("heartline.toml"), config).unwrap();
-        let spawned = Self { dir, admin };
+        let node = Self { dir, admin, tcp };
         if let Some(secret) = secret {
-            std::fs::create_dir_all(spawned.data()).unwrap();
-            std::fs::copy(secret, spawned.data().join("secret")).unwrap();
+            std::fs::create_dir_all(node.data_dir()).unwrap();
+            std::fs::copy(secret, node.data_dir().join("secret")).unwrap();
         }
-        spawned
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        node
     }
 
     pub(crate) fn spawn(&self) -> Child {
@@ -155,7 +160,7 @@ impl Spawned {
             .args(["serve", "--config"])
             .arg(self.dir.path().join("heartline.toml"))
             .arg("--data-dir")
-            .arg(self.data())
+            .arg(self.data_dir())
             .env_remove("NOTIFY_SOCKET")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -164,6 +169,29 @@ impl Spawned {
             .spawn()
             .unwrap()
     }
+
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+/// A token for `subject` signed with the secret in `data_dir` (a node's).
+pub(crate) fn token_from(data_dir: &Path, subject: Subject) -> Bytes {
+    let secret = heartline::auth::load_secret(&data_dir.join("secret")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    Bytes::from(Keyring { current: secret, previous: None }.issue(&Claims { subject, expires_at: now + 3_600 }))
+}
+
+/// A connection past WELCOME to the node at `tcp`, whose data dir is `data_dir`.
+pub(crate) async fn connect_as(
+    tcp: SocketAddr,
+    data_dir: &Path,
+    role: heartline_proto::Role,
+    subject: Subject,
+) -> Client {
+    let mut client = Client::from(heartline_client::wire::Connection::connect(tcp).await.unwrap());
+    client.handshake(hello(role, token_from(data_dir, subject), false, 0)).await;
+    client
 }
 
 /// `/v1/cluster` of the node at `admin`; `None` while it does not answer.
@@ -205,6 +233,16 @@ pub(crate) async fn converge(admins: &[SocketAddr], members: &[&str]) -> (Cluste
 
 pub(crate) fn owned(view: &ClusterInfo, node: &str) -> u32 {
     view.members.iter().find(|m| m.node == node).map_or(0, |m| m.partitions_owned)
+}
+
+/// The map a node's `/v1/cluster` describes, to find a user's owner.
+pub(crate) fn map_of(view: &ClusterInfo) -> ClusterMap {
+    let members = view
+        .members
+        .iter()
+        .map(|m| MapMember { node: m.node.clone(), advertise: m.advertise.clone(), ws: String::new(), joined: 0 })
+        .collect();
+    ClusterMap::new(0, members, view.partitions)
 }
 
 pub(crate) fn version(view: &ClusterInfo) -> u64 {

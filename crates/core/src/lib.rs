@@ -12,6 +12,8 @@
 //! - [`cluster`] — cluster membership from the members' bucket, users to
 //!   partitions, partitions to members by rendezvous hashing, the versioned
 //!   map.
+//! - [`remote`] — presence of users other nodes own, as this node follows
+//!   them: watched users by partition, their views in version order.
 //! - [`feed`] — posts, the social graph, home timelines by pull, push and
 //!   hybrid, cursor pages over hot and cold items.
 //!
@@ -24,3 +26,4 @@ pub mod cluster;
 pub mod conn;
 pub mod feed;
 pub mod presence;
+pub mod remote;

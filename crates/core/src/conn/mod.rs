@@ -61,6 +61,9 @@ pub trait Env {
     fn owner_of(&self, user: u64) -> Option<Owner>;
     /// What CLUSTER_MAP answers: the map, or this node alone.
     fn cluster_map(&self) -> RouteMap;
+    /// `user` got its first watcher on this node (`true`) or lost its last
+    /// (`false`): a node in a cluster follows the users other nodes own.
+    fn watched(&self, _user: u64, _first: bool) {}
 }
 
 /// Another node owning a user, by the map of `version`.
@@ -361,8 +364,8 @@ impl Connection {
             Message::Watch { req, users } => self.watch(env, req, users, out),
             Message::Unwatch { req, users } => {
                 for user in users {
-                    if self.watches.remove(&user) {
-                        env.presence().unwatch(user, self.id);
+                    if self.watches.remove(&user) && env.presence().unwatch(user, self.id) {
+                        env.watched(user, false);
                     }
                 }
                 out.push(Effect::Send(Message::Ok { req }));
@@ -542,7 +545,9 @@ impl Connection {
             return self.fail(req, ErrorCode::LimitExceeded, "watch set over its limit", out);
         }
         for user in new {
-            env.presence().watch(user, self.id);
+            if env.presence().watch(user, self.id) {
+                env.watched(user, true);
+            }
             self.watches.insert(user);
         }
         self.presence_reply(env, req, users, out);
@@ -620,7 +625,9 @@ impl Connection {
             Phase::AwaitHello { .. } | Phase::Done => {}
         }
         for user in self.watches.drain() {
-            presence.unwatch(user, self.id);
+            if presence.unwatch(user, self.id) {
+                env.watched(user, false);
+            }
         }
     }
 }
@@ -667,16 +674,7 @@ pub fn presence_entries(
     users
         .iter()
         .map(|&user| {
-            let view = presence.lookup(user).unwrap_or_else(|| {
-                let last_seen_ms = last_seen(user).unwrap_or(0);
-                View {
-                    status: Status::Offline,
-                    own: Status::Offline,
-                    version: last_seen_ms << 16,
-                    last_seen_ms,
-                    ..View::default()
-                }
-            });
+            let view = presence.lookup(user).unwrap_or_else(|| View::offline(last_seen(user).unwrap_or(0)));
             entry_for(viewer, user, &view, blocks)
         })
         .collect()

@@ -359,12 +359,19 @@ impl Presence {
         self.shard(shard_of_user(user)).lookup(user, &self.timing)
     }
 
-    pub fn watch(&self, user: u64, conn: u32) {
-        self.shard(shard_of_user(user)).watch(user, conn);
+    /// `conn` watches `user`: whether it is the user's first watcher.
+    pub fn watch(&self, user: u64, conn: u32) -> bool {
+        self.shard(shard_of_user(user)).watch(user, conn)
     }
 
-    pub fn unwatch(&self, user: u64, conn: u32) {
-        self.shard(shard_of_user(user)).unwatch(user, conn);
+    /// `conn` stops watching `user`: whether that was the user's last watcher.
+    pub fn unwatch(&self, user: u64, conn: u32) -> bool {
+        self.shard(shard_of_user(user)).unwatch(user, conn)
+    }
+
+    /// The connections watching `user` (to deliver a change made elsewhere).
+    pub fn watchers(&self, user: u64) -> Vec<u32> {
+        self.shard(shard_of_user(user)).watchers.get(&user).cloned().unwrap_or_default()
     }
 
     pub fn totals(&self) -> Totals {

@@ -63,6 +63,32 @@ pub struct View {
     pub text: Text,
 }
 
+impl View {
+    /// A user with no record in memory, last seen at `last_seen_ms` (0:
+    /// never), at the version that moment gives.
+    pub fn offline(last_seen_ms: u64) -> Self {
+        Self {
+            status: Status::Offline,
+            own: Status::Offline,
+            version: last_seen_ms << 16,
+            last_seen_ms,
+            ..Self::default()
+        }
+    }
+
+    /// The view a [`PresenceEntry`] carries between nodes (as others see
+    /// the user: its own status is the same).
+    pub fn from_entry(entry: &PresenceEntry) -> Self {
+        Self {
+            status: entry.status,
+            own: entry.status,
+            version: entry.version,
+            last_seen_ms: entry.last_seen_ms,
+            text: entry.text.clone(),
+        }
+    }
+}
+
 /// Whether `viewer` may see anything of `user` at all.
 pub fn blocked(viewer: Viewer, user: u64, blocks: &dyn BlockList) -> bool {
     match viewer {

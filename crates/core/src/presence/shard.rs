@@ -143,7 +143,7 @@ pub(crate) struct Shard {
     wheel_now: u32,
     grace: VecDeque<(u32, u32, u32)>,
     windows: HashMap<u32, ReplayWindow>,
-    watchers: HashMap<u64, Vec<u32>>,
+    pub(super) watchers: HashMap<u64, Vec<u32>>,
     /// Users gone offline whose last seen the store has not confirmed yet:
     /// (last seen ms, version).
     offline: HashMap<u64, (u64, u64)>,
@@ -540,20 +540,25 @@ impl Shard {
         })
     }
 
-    pub(super) fn watch(&mut self, user: u64, conn: u32) {
+    /// Whether `conn` is the user's first watcher.
+    pub(super) fn watch(&mut self, user: u64, conn: u32) -> bool {
         let list = self.watchers.entry(user).or_default();
+        let first = list.is_empty();
         if !list.contains(&conn) {
             list.push(conn);
         }
+        first
     }
 
-    pub(super) fn unwatch(&mut self, user: u64, conn: u32) {
-        if let Some(list) = self.watchers.get_mut(&user) {
-            list.retain(|&c| c != conn);
-            if list.is_empty() {
-                self.watchers.remove(&user);
-            }
+    /// Whether the user's last watcher left.
+    pub(super) fn unwatch(&mut self, user: u64, conn: u32) -> bool {
+        let Some(list) = self.watchers.get_mut(&user) else { return false };
+        list.retain(|&c| c != conn);
+        let last = list.is_empty();
+        if last {
+            self.watchers.remove(&user);
         }
+        last
     }
 
     pub(super) fn counts(&self) -> (u64, u64, u64) {
