@@ -440,6 +440,11 @@ impl Shell {
 
     /// Asks the new owner (or this node) for `users` and pushes what differs.
     async fn resync(self, nats: Nats, owner: Option<String>, users: Vec<u64>) {
+        // What is known before asking: a diff read meanwhile is newer than the answer.
+        let asked: Vec<Option<u64>> = {
+            let state = self.remote.state();
+            users.iter().map(|&user| state.version_of(user)).collect()
+        };
         let mut views = None;
         if let Some(owner) = &owner {
             for _ in 0..RESYNC_ATTEMPTS {
@@ -458,8 +463,8 @@ impl Shell {
             None => self.local_views(Some(&nats), &users).await,
         };
         let now = crate::server::now_ms();
-        for (user, view) in users.into_iter().zip(views) {
-            let changed = self.remote.state().resync(user, view, now);
+        for ((user, view), asked) in users.into_iter().zip(views).zip(asked) {
+            let changed = self.remote.state().resync(user, view, now, asked);
             if let Some(view) = changed {
                 self.local.deliver_view(user, view);
             }

@@ -85,6 +85,12 @@ impl RemotePresence {
         self.views.get(&user)
     }
 
+    /// The version known here for `user`, if any: what [`Self::resync`]
+    /// compares with when the answer comes.
+    pub fn version_of(&self, user: u64) -> Option<u64> {
+        self.views.get(&user).map(|v| v.version)
+    }
+
     /// A diff or a snapshot from the owner: kept, and returned for delivery,
     /// when `user` is watched here and `view` is newer than what is known.
     pub fn apply(&mut self, user: u64, view: View) -> Option<View> {
@@ -105,14 +111,26 @@ impl RemotePresence {
     /// A user the new owner does not have, though known online here (its
     /// owner died with the session), reads as last seen at `now_ms`; one
     /// known offline keeps the latest last seen of the two.
-    pub fn resync(&mut self, user: u64, mut view: View, now_ms: u64) -> Option<View> {
+    ///
+    /// `asked` is the version known here when the snapshot was asked for
+    /// (`None`: nothing was known). A diff applied since then came from the
+    /// new owner after the snapshot was taken, so it is newer than the
+    /// snapshot and the snapshot is dropped: diffs and answers travel
+    /// separately, and the answer may be read after a diff sent later.
+    pub fn resync(&mut self, user: u64, mut view: View, now_ms: u64, asked: Option<u64>) -> Option<View> {
         if !self.is_watched(user) {
             return None;
         }
         let Some(known) = self.views.get(&user) else {
+            if asked.is_some() {
+                return None;
+            }
             self.views.insert(user, view.clone());
             return Some(view);
         };
+        if Some(known.version) != asked {
+            return None;
+        }
         if view.status == Status::Offline {
             // Gone with its owner: seen until now. Already offline: no earlier than known.
             let floor = if known.status == Status::Offline { known.last_seen_ms } else { now_ms };
@@ -203,14 +221,31 @@ mod tests {
         remote.apply(7, view(Status::Online, 100 << 16));
         // The owner died with 7 online; the new one never saw 7.
         let gone = View { version: 0, last_seen_ms: 0, ..View::default() };
-        let pushed = remote.resync(7, gone.clone(), 5_000).unwrap();
+        let asked = remote.version_of(7);
+        let pushed = remote.resync(7, gone.clone(), 5_000, asked).unwrap();
         assert_eq!((pushed.status, pushed.last_seen_ms, pushed.version), (Status::Offline, 5_000, (100 << 16) + 1));
-        assert_eq!(remote.resync(7, gone, 5_000), None, "the same again is no news");
+        let asked = remote.version_of(7);
+        assert_eq!(remote.resync(7, gone, 5_000, asked), None, "the same again is no news");
         // 7 reconnects to the new owner: a newer version, applied as a diff.
         assert!(remote.apply(7, view(Status::Online, 6_000 << 16)).is_some());
-        assert_eq!(remote.resync(8, view(Status::Online, 1), 0), None, "nobody watches 8");
+        assert_eq!(remote.resync(8, view(Status::Online, 1), 0, None), None, "nobody watches 8");
         remote.watch(8);
-        assert_eq!(remote.resync(8, view(Status::Online, 1), 0), Some(view(Status::Online, 1)));
+        assert_eq!(remote.resync(8, view(Status::Online, 1), 0, None), Some(view(Status::Online, 1)));
+    }
+
+    #[test]
+    fn a_snapshot_read_after_a_newer_diff_is_dropped() {
+        let mut remote = RemotePresence::new(64);
+        remote.watch(7);
+        remote.apply(7, view(Status::Online, 100 << 16));
+        // The new owner is asked while 7 is not on it yet...
+        let asked = remote.version_of(7);
+        // ...7 connects to it and its diff is read first...
+        assert!(remote.apply(7, view(Status::Online, 6_000 << 16)).is_some());
+        // ...then the answer, taken before: stale, dropped.
+        let gone = View { version: 0, last_seen_ms: 0, ..View::default() };
+        assert_eq!(remote.resync(7, gone, 5_000, asked), None);
+        assert_eq!(remote.view(7).map(|v| v.status), Some(Status::Online));
     }
 
     #[test]
@@ -272,7 +307,8 @@ mod tests {
                 if let Some(d) = remote.apply(1, view(Status::Online, v)) { last = d.version; }
             }
             let status = if offline { Status::Offline } else { Status::Away };
-            if let Some(d) = remote.resync(1, view(status, 0), 7) {
+            let asked = remote.version_of(1);
+            if let Some(d) = remote.resync(1, view(status, 0), 7, asked) {
                 prop_assert!(d.version > last);
                 prop_assert_eq!(d.status, status);
             }
