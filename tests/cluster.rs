@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::nats::{free_port, Killed, Nats};
 use common::*;
 use heartline::admin::api::ClusterInfo;
 use heartline::config::Cluster;
@@ -21,77 +21,8 @@ use heartline::config::Cluster;
 const TTL: Duration = Duration::from_secs(3);
 const REFRESH: Duration = Duration::from_millis(500);
 /// Bounds for each phase.
-const NATS_READY: Duration = Duration::from_secs(30);
 const CONVERGE: Duration = Duration::from_secs(20);
 const PARTITIONS: u32 = 1_024;
-
-/// A port free right now on loopback.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Child processes killed (SIGKILL) and reaped when dropped, panics included.
-struct Killed(Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Three `nats-server`s with JetStream, routed to each other.
-fn start_nats(dir: &Path) -> (Killed, Vec<String>) {
-    let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let cluster: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut children = Killed(Vec::new());
-    for i in 0..3 {
-        let routes: Vec<String> =
-            (0..3).filter(|&j| j != i).map(|j| format!("nats://127.0.0.1:{}", cluster[j])).collect();
-        let log = std::fs::File::create(dir.join(format!("nats{i}.log"))).unwrap();
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &client[i].to_string(), "-n", &format!("n{i}"), "-js"])
-            .args(["--store_dir", &dir.join(format!("js{i}")).to_string_lossy()])
-            .args(["--cluster_name", "heartline-test", "--cluster", &format!("nats://127.0.0.1:{}", cluster[i])])
-            .args(["--routes", &routes.join(",")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nats-server starts");
-        children.0.push(child);
-    }
-    (children, client.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect())
-}
-
-/// Waits until JetStream answers on every server (a meta leader is elected).
-async fn wait_for_jetstream(urls: &[String]) {
-    let until = Instant::now() + NATS_READY;
-    for url in urls {
-        loop {
-            // The raw API: the client's typed account info wants fields 2.9 does not send.
-            let ready = async {
-                let client = async_nats::connect(url.as_str()).await.map_err(|e| e.to_string())?;
-                let reply = client.request("$JS.API.INFO", "".into()).await.map_err(|e| e.to_string())?;
-                let reply = String::from_utf8_lossy(&reply.payload).into_owned();
-                if reply.contains("\"error\"") {
-                    Err(reply)
-                } else {
-                    Ok(())
-                }
-            };
-            let error = match tokio::time::timeout(Duration::from_secs(2), ready).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => e,
-                Err(_) => "timed out".into(),
-            };
-            assert!(Instant::now() < until, "JetStream not ready within {NATS_READY:?}: {error}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
 
 fn cluster_settings(node: &str, nats: &[String]) -> Cluster {
     Cluster {
@@ -203,9 +134,10 @@ async fn three_nodes_agree_drop_a_killed_one_and_take_it_back() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, urls) = start_nats(dir.path());
+    let nats = Nats::start(dir.path());
+    let urls = nats.urls.clone();
     let started = Instant::now();
-    wait_for_jetstream(&urls).await;
+    nats.wait_for_jetstream().await;
     eprintln!("JetStream ready after {:?}", started.elapsed());
 
     let a = Daemon::start_with(|c| c.cluster = Some(cluster_settings("a", &urls))).await;
