@@ -10,8 +10,11 @@
 //! ([`crate::server::feed`]): this node's store first, then memory, inboxes
 //! and live pushes. A node's own writes reach its memory only that way
 //! (one path); the node that took a write answers once it has applied it
-//! (or after [`APPLY_WAIT`], as it is durable anyway). How far this node
-//! has applied is kept next to its store, so a restart resumes there.
+//! (or after [`APPLY_WAIT`], as it is durable anyway). A consumer silent for
+//! [`STALLED`] while entries are pending (its server died) is replaced, and
+//! the entries meanwhile are read by direct get, which any replica answers.
+//! How far this node has applied is kept next to its store, so a restart
+//! resumes there.
 //!
 //! The encoding and the rules (what a graph change does, whether a post is
 //! already applied, the post-id tag) are `heartline_core::feed::log`'s. This
@@ -48,8 +51,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 pub const APPLY_WAIT: Duration = Duration::from_secs(2);
 /// Entries applied together (one store batch for consecutive posts).
 const BATCH: usize = 512;
-/// A consumer silent this long while this node has writes acked past what
-/// it applied is recreated (its server may be gone).
+/// A consumer silent this long is checked: if this node has writes acked
+/// past what it applied, or a replica has the next entry, the entries are
+/// read by direct get and the consumer is recreated (its server may be gone).
 const STALLED: Duration = Duration::from_secs(1);
 /// How often the applied position is saved.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -295,27 +299,31 @@ impl Session {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence },
                 ..Default::default()
             };
-            let messages = match stream.create_consumer(config).await {
-                Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            // Bounded below the client's own 5 s: without a meta leader (its
+            // server was killed) creation fails, and direct gets keep this node
+            // applying meanwhile.
+            let messages = match tokio::time::timeout(STALLED, stream.create_consumer(config)).await {
+                Ok(Ok(consumer)) => consumer.messages().await.map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".into()),
             };
             let mut messages = match messages {
                 Ok(messages) => messages,
                 Err(e) => {
                     tracing::warn!(error = %e, start_sequence, "cannot consume the feed stream; trying again");
-                    if !self.catch_up(stream, stop).await {
+                    if self.catch_up(stream, stop).await.is_none() {
                         return;
                     }
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(STALLED);
                     continue;
                 }
             };
             backoff = Duration::from_millis(100);
-            let mut heard = Instant::now();
+            let (mut heard, mut probed) = (Instant::now(), Instant::now());
             let mut tick = tokio::time::interval(STALLED / 4);
             loop {
                 tokio::select! {
@@ -342,12 +350,16 @@ impl Session {
                         dirty = true;
                     }
                     _ = tick.tick() => {
-                        if self.log.acked.load(Ordering::Acquire) > self.log.applied() && heard.elapsed() > STALLED {
-                            tracing::info!(applied = self.log.applied(), "the feed stream's consumer stalled; catching up and recreating it");
-                            if !self.catch_up(stream, stop).await {
-                                return;
+                        // Silent for a while: behind if this node had writes acked past
+                        // what it applied, or if a replica has the next entry.
+                        if heard.elapsed() > STALLED && probed.elapsed() > STALLED {
+                            probed = Instant::now();
+                            let pending = self.log.acked.load(Ordering::Acquire) > self.log.applied();
+                            let Some(caught) = self.catch_up(stream, stop).await else { return };
+                            if pending || caught > 0 {
+                                tracing::info!(caught, applied = self.log.applied(), "the feed stream's consumer stalled; recreating it");
+                                break;
                             }
-                            break;
                         }
                         if dirty && saved.elapsed() >= SAVE_EVERY {
                             self.log.save(&self.shell.store).await;
@@ -362,9 +374,10 @@ impl Session {
     /// Reads the entries after the last applied one by direct gets, which
     /// any replica answers, and applies them: while the consumer is gone
     /// (its server died) and no new one can be made (no meta leader yet),
-    /// this node still applies its own writes. Ends at the first entry no
-    /// replica returns; false if `stop` came.
-    async fn catch_up(&self, stream: &stream::Stream, stop: &CancellationToken) -> bool {
+    /// this node still applies the stream. Ends at the first entry no
+    /// replica returns; how many it applied, `None` if `stop` came.
+    async fn catch_up(&self, stream: &stream::Stream, stop: &CancellationToken) -> Option<usize> {
+        let mut caught = 0;
         loop {
             let mut batch = Vec::new();
             let from = self.log.applied() + 1;
@@ -378,11 +391,12 @@ impl Session {
             if !batch.is_empty() {
                 tracing::info!(from, entries = batch.len(), "feed stream entries read by direct get");
             }
+            caught += batch.len();
             if !self.apply(batch, stop).await {
-                return false;
+                return None;
             }
             if !full {
-                return true;
+                return Some(caught);
             }
         }
     }
