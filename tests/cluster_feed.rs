@@ -447,3 +447,22 @@ async fn writes_reach_every_node_and_a_restarted_node_catches_up() {
     a.running.shutdown().await;
     b.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn without_nats_writes_are_unavailable_reads_served_and_shutdown_prompt() {
+    // Nothing listens there: the node cannot open the feed stream.
+    let nowhere = vec![format!("nats://127.0.0.1:{}", common::nats::free_port())];
+    let alone = node("alone", &nowhere).await;
+    let mut client = alone.user(7).await;
+    let publish = ask(&mut client, |req| Message::Publish { req, kind: 1, payload: Bytes::from_static(b"x") }).await;
+    let follow = ask(&mut client, |req| Message::Graph { req, op: GraphOp::Follow, user: 8 }).await;
+    assert!(unavailable(&publish) && unavailable(&follow), "{publish:?} {follow:?}");
+    // Accepted without effect needs no stream: decided where it is asked.
+    let own = ask(&mut client, |req| Message::Graph { req, op: GraphOp::Follow, user: 7 }).await;
+    assert!(matches!(own, Message::Ok { .. }), "{own:?}");
+    assert_eq!(home(&mut client).await, BTreeSet::new());
+    drop(client);
+    let stopping = Instant::now();
+    alone.running.shutdown().await;
+    assert!(stopping.elapsed() < Duration::from_secs(3), "shutdown took {:?}", stopping.elapsed());
+}

@@ -237,7 +237,12 @@ impl Session {
     async fn run(self, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.session(&stop).await {
+            // Connecting may take a while; a shutdown does not wait for it.
+            let ended = tokio::select! {
+                _ = stop.cancelled() => break,
+                ended = self.session(&stop) => ended,
+            };
+            match ended {
                 Ok(()) => break,
                 Err(e) => tracing::warn!(error = %e, "feed stream unreachable; trying again"),
             }
