@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
-use crate::server::feed::{blocking, delete_stored, edge_writes, post_stored, unavailable, FeedShell};
+use crate::server::feed::{blocking, delete_stored, edge_writes, post_stored, FeedShell};
 use crate::server::now_ms;
 use crate::store::{Store, StoreError, StoredPost};
 
@@ -84,6 +84,12 @@ enum Refused {
     Unavailable,
     /// The post id is in the stream already (another node drew it).
     Duplicate,
+}
+
+/// UNAVAILABLE for a write the stream did not acknowledge (SPEC.md: retry
+/// later, with back-off).
+fn unavailable(req: u64) -> Message {
+    error(req, ErrorCode::Unavailable, "the feed stream did not acknowledge the write; retry")
 }
 
 /// The feed stream, as the feed shell sees it.
@@ -192,7 +198,7 @@ impl FeedLog {
         match blocking(shell, move |store| store.post(id)).await {
             Some(Ok(Some(post))) if post.author == user => {}
             Some(Ok(_)) => return error(req, ErrorCode::NotFound, "no such post of yours"),
-            _ => return unavailable(req),
+            _ => return error(req, ErrorCode::Unavailable, "the store cannot be read now"),
         }
         self.commit_reply(req, Write::Delete { author: user, post: id }).await
     }

@@ -121,7 +121,7 @@ fn unregister_live(shell: &FeedShell, user: u64, conn: u32) {
     shell.live.remove_if(&user, |_, conns| conns.is_empty());
 }
 
-pub(crate) fn unavailable(req: u64) -> Message {
+fn unavailable(req: u64) -> Message {
     error(req, ErrorCode::Unavailable, "the store cannot take writes now")
 }
 
