@@ -434,6 +434,9 @@ async fn writes_reach_every_node_and_a_restarted_node_catches_up() {
     })
     .await;
     assert!(matches!(&reply, Message::Page { items, .. } if items.is_empty()), "blocked: {reply:?}");
+    let applied = b.metric("heartline_feed_stream_applied").await;
+    assert!(applied >= 6, "follow, three posts, a delete and a block applied on b: {applied}");
+    assert!(a.metric("heartline_feed_stream_acked").await >= applied);
     let mut third_party = b.user(30).await;
     let reply = ask(&mut third_party, |req| Message::Timeline {
         req,
@@ -461,8 +464,12 @@ async fn without_nats_writes_are_unavailable_reads_served_and_shutdown_prompt() 
     let own = ask(&mut client, |req| Message::Graph { req, op: GraphOp::Follow, user: 7 }).await;
     assert!(matches!(own, Message::Ok { .. }), "{own:?}");
     assert_eq!(home(&mut client).await, BTreeSet::new());
+    assert_eq!(alone.metric("heartline_feed_stream_applied").await, 0);
     drop(client);
     let stopping = Instant::now();
     alone.running.shutdown().await;
     assert!(stopping.elapsed() < Duration::from_secs(3), "shutdown took {:?}", stopping.elapsed());
+    let single = Daemon::start().await;
+    assert!(!single.metrics().await.contains("heartline_feed_stream"), "a node alone has no feed stream");
+    single.running.shutdown().await;
 }

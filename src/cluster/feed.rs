@@ -86,6 +86,15 @@ enum Refused {
     Duplicate,
 }
 
+/// How far this node has gone in the feed stream (`/metrics`).
+#[derive(Clone, Copy, Debug)]
+pub struct Positions {
+    /// The last sequence applied here.
+    pub applied: u64,
+    /// The highest sequence acknowledged for a write this node took.
+    pub acked: u64,
+}
+
 /// UNAVAILABLE for a write the stream did not acknowledge (SPEC.md: retry
 /// later, with back-off).
 fn unavailable(req: u64) -> Message {
@@ -201,6 +210,10 @@ impl FeedLog {
             _ => return error(req, ErrorCode::Unavailable, "the store cannot be read now"),
         }
         self.commit_reply(req, Write::Delete { author: user, post: id }).await
+    }
+
+    pub(crate) fn positions(&self) -> Positions {
+        Positions { applied: self.applied(), acked: self.acked.load(Ordering::Acquire) }
     }
 
     fn applied(&self) -> u64 {
