@@ -34,9 +34,10 @@ async fn three_nodes_agree_drop_a_killed_one_and_take_it_back() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, urls) = start_nats(dir.path());
+    let nats = Nats::start(dir.path());
+    let urls = nats.urls.clone();
     let started = Instant::now();
-    wait_for_jetstream(&urls).await;
+    nats.wait_for_jetstream().await;
     eprintln!("JetStream ready after {:?}", started.elapsed());
 
     let a = Daemon::start_with(|c| c.cluster = Some(cluster_settings("a", &urls))).await;

@@ -66,8 +66,9 @@ async fn a_killed_nodes_sessions_come_back_on_the_survivors_and_watchers_see_the
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, urls) = start_nats(dir.path());
-    wait_for_jetstream(&urls).await;
+    let nats = Nats::start(dir.path());
+    let urls = nats.urls.clone();
+    nats.wait_for_jetstream().await;
     let a = node("a", &urls, None).await;
     let secret = a.config.data_dir.join("secret");
     let b = node("b", &urls, Some(&secret)).await;

@@ -93,8 +93,9 @@ async fn presence_crosses_nodes_and_survives_a_killed_node() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, urls) = start_nats(dir.path());
-    wait_for_jetstream(&urls).await;
+    let nats = Nats::start(dir.path());
+    let urls = nats.urls.clone();
+    nats.wait_for_jetstream().await;
 
     let settings = |name: &str| {
         let cluster = cluster_settings(name, &urls);

@@ -70,8 +70,9 @@ async fn clients_land_on_their_owner_gateways_route_and_a_dead_owner_is_replaced
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, urls) = start_nats(dir.path());
-    wait_for_jetstream(&urls).await;
+    let nats = Nats::start(dir.path());
+    let urls = nats.urls.clone();
+    nats.wait_for_jetstream().await;
 
     // One token secret for the whole cluster: a's.
     let a = node("a", &urls, None).await;

@@ -86,6 +86,11 @@ pub trait Backend: Send + Sync + 'static {
     /// This node's view of its cluster; `None` for a node alone (no
     /// `[cluster]` section). Cheap: the latest map, shared.
     fn cluster(&self) -> Option<crate::cluster::Status>;
+    /// In a cluster, the feed stream's positions as this node knows them;
+    /// `None` for a node alone.
+    fn feed_stream(&self) -> Option<crate::cluster::feed::Positions> {
+        None
+    }
 }
 
 /// Gauges of the running server, read at scrape time.

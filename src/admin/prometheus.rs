@@ -214,6 +214,18 @@ pub fn render(backend: &dyn Backend) -> String {
             u8::from(cluster.joined),
         );
     }
+    if let Some(stream) = backend.feed_stream() {
+        out.gauge(
+            "heartline_feed_stream_applied",
+            "Last feed stream sequence this node applied (a cluster's feed).",
+            stream.applied,
+        );
+        out.gauge(
+            "heartline_feed_stream_acked",
+            "Highest feed stream sequence acknowledged for a write taken by this node.",
+            stream.acked,
+        );
+    }
     let refused = [("publish", &m.fanout_refused_publish), ("delete", &m.fanout_refused_delete)];
     out.labelled(
         "heartline_fanout_refused_total",

@@ -28,6 +28,7 @@ use heartline_core::cluster::{valid_name, ClusterMap, Event, Member, Membership}
 
 use crate::config;
 
+pub mod feed;
 pub mod presence;
 
 /// Longest pause between attempts to reach NATS again.
@@ -138,10 +139,7 @@ pub fn start(
     listen: std::net::SocketAddr,
     leave: CancellationToken,
 ) -> Result<(Cluster, JoinHandle<()>), ClusterError> {
-    let node = match &config.node {
-        Some(node) => node.clone(),
-        None => hostname()?,
-    };
+    let node = node_name(config)?;
     let settings = Settings {
         nats: config.nats.clone(),
         bucket: config.bucket.clone(),
@@ -157,6 +155,14 @@ pub fn start(
     let cluster = Cluster { shared };
     let task = tokio::spawn(run(cluster.clone(), settings, leave));
     Ok((cluster, task))
+}
+
+/// This node's name: `cluster.node`, else the host name.
+pub fn node_name(config: &config::Cluster) -> Result<String, ClusterError> {
+    match &config.node {
+        Some(node) => Ok(node.clone()),
+        None => hostname(),
+    }
 }
 
 /// The host name's first label, as the default node name.

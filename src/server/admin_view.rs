@@ -46,6 +46,10 @@ impl Backend for AdminView {
         self.cluster.as_ref().map(crate::cluster::Cluster::status)
     }
 
+    fn feed_stream(&self) -> Option<crate::cluster::feed::Positions> {
+        self.fanout.log.as_ref().map(|log| log.positions())
+    }
+
     fn gauges(&self) -> Gauges {
         Gauges {
             stats: self.node.stats(),

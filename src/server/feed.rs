@@ -8,6 +8,12 @@
 //! fixed pool of fanout threads fed by a bounded queue.
 //! The fanout's admission rule and its pool are [`super::fanout`]'s.
 //!
+//! In a cluster a write is committed to the feed stream instead of the
+//! store (the seam is [`FeedShell::log`]): every node, this one included,
+//! stores and applies it when it comes back from the stream
+//! (`crate::cluster::feed`), through [`post_stored`], [`delete_stored`] and
+//! [`edge_writes`], as this node does after its own commit.
+//!
 //! Owns the store calls, the group-commit acknowledgement, the LIVE
 //! registrations and the delivery of pushes; it must not decide what a
 //! timeline holds (that is `heartline_core::feed`'s) nor block a runtime
@@ -19,6 +25,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use dashmap::DashMap;
 use heartline_core::conn::error;
+use heartline_core::feed::log::{GraphEffect, Write};
 use heartline_core::feed::page::Bounds;
 use heartline_core::feed::{ColdQuery, Fanout, Feed, Post, Strategy};
 use heartline_proto::{limits, ErrorCode, GraphOp, Item, Message, Source};
@@ -42,16 +49,18 @@ pub(crate) struct FeedShell {
     pub(crate) store: Store,
     /// Group commit of posts.
     pub(crate) committer: Committer,
-    pub(crate) fanout: FanoutQueue,
+    pub(super) fanout: FanoutQueue,
     /// Users with LIVE on, and their connections.
-    pub(crate) live: DashMap<u64, Vec<u32>>,
+    pub(super) live: DashMap<u64, Vec<u32>>,
     /// For pushes to live connections.
-    pub(crate) registry: Arc<Registry>,
+    pub(super) registry: Arc<Registry>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) limits: Arc<Limits>,
     /// The server's own payload limit (`feed.max_payload`).
     pub(crate) max_payload: usize,
     pub(crate) stop: CancellationToken,
+    /// In a cluster, the feed stream writes are committed to; `None` alone.
+    pub(crate) log: Option<Arc<crate::cluster::feed::FeedLog>>,
 }
 
 impl FeedShell {
@@ -116,7 +125,7 @@ fn unavailable(req: u64) -> Message {
     error(req, ErrorCode::Unavailable, "the store cannot take writes now")
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     shell: &Arc<FeedShell>,
     f: impl FnOnce(&Store) -> T + Send + 'static,
 ) -> Option<T> {
@@ -168,6 +177,11 @@ async fn publish(shell: &Arc<FeedShell>, user: u64, req: u64, kind: u8, payload:
     };
     // Copied out of the read buffer: the post outlives the frame.
     let post = shell.feed.new_post(user, kind, Bytes::copy_from_slice(&payload), now_ms());
+    if let Some(log) = &shell.log {
+        // Every node's applier admits its own fanout, this one's included.
+        drop(admission);
+        return log.publish(shell, req, post).await;
+    }
     let stored = StoredPost { id: post.id, author: user, kind, payload: post.payload.clone() };
     match shell.committer.submit(stored).await {
         Ok(Ok(())) => {}
@@ -179,6 +193,27 @@ async fn publish(shell: &Arc<FeedShell>, user: u64, req: u64, kind: u8, payload:
         Err(_) => return error(req, ErrorCode::Internal, "store committer stopped"),
     }
     shell.metrics.posts.inc();
+    fan_out_post(shell, post.clone(), admission).await;
+    Message::Published { req, post: post.id }
+}
+
+/// The fanout of a committed write, admitted whatever the queue holds: it
+/// is durable, so it must reach its readers.
+fn admit_committed(shell: &FeedShell, author: u64) -> Option<Admission> {
+    shell.fanout.admit(shell.feed.graph.follower_count(author).saturating_add(1), usize::MAX)
+}
+
+/// A post committed to a cluster's feed stream and now in this node's
+/// store: visible, and fanned out to this node's inboxes and live readers.
+pub(crate) async fn post_stored(shell: &Arc<FeedShell>, post: Arc<Post>) {
+    if let Some(admission) = admit_committed(shell, post.author) {
+        fan_out_post(shell, post, admission).await;
+    }
+}
+
+/// Makes a durable post visible and queues its fanout.
+async fn fan_out_post(shell: &Arc<FeedShell>, post: Arc<Post>, admission: Admission) {
+    let user = post.author;
     let published_at = Instant::now();
     // Off the runtime: a celebrity's follower list is a million entries. The
     // jobs were admitted already, so queueing them never waits.
@@ -195,7 +230,6 @@ async fn publish(shell: &Arc<FeedShell>, user: u64, req: u64, kind: u8, payload:
         // Stored all the same, so PUBLISHED: an ERROR would say it was not.
         tracing::error!(post = post.id, "listing the followers panicked: the post reaches no inbox");
     }
-    Message::Published { req, post: post.id }
 }
 
 async fn delete(shell: &Arc<FeedShell>, user: u64, req: u64, id: u64) -> Message {
@@ -204,44 +238,76 @@ async fn delete(shell: &Arc<FeedShell>, user: u64, req: u64, id: u64) -> Message
         Ok(admission) => admission,
         Err(refused) => return refused,
     };
+    if let Some(log) = &shell.log {
+        drop(admission);
+        return log.delete(shell, user, req, id).await;
+    }
     // Durable first, then gone from memory: a refused delete changes nothing.
     let stored = blocking(shell, move |store| store.delete_post(user, id)).await;
-    let hot = matches!(stored, Some(Ok(_))) && shell.feed.delete(user, id).is_some();
     match stored {
-        Some(Ok(existed)) if existed || hot => {
-            // Off the runtime, like a post's: never waits for the queue.
-            let fanout = shell.clone();
-            let listed = tokio::task::spawn_blocking(move || {
-                let mut readers = fanout.feed.graph.followers(user);
-                readers.push(user);
-                fanout.fanout.push(admission, || Push::Deleted(id), &readers, false, Instant::now());
-            });
-            if listed.await.is_err() {
-                tracing::error!(post = id, "listing the followers panicked: no DELETED_PUSH");
-            }
-            Message::Ok { req }
-        }
-        Some(Ok(_)) => error(req, ErrorCode::NotFound, "no such post of yours"),
+        Some(Ok(existed)) => match fan_out_delete(shell, user, id, existed, admission).await {
+            true => Message::Ok { req },
+            false => error(req, ErrorCode::NotFound, "no such post of yours"),
+        },
         _ => unavailable(req),
     }
 }
 
+/// A delete committed to a cluster's feed stream and applied to this
+/// node's store (`existed`: the store had the post): gone from memory, and
+/// DELETED_PUSH to live readers.
+pub(crate) async fn delete_stored(shell: &Arc<FeedShell>, author: u64, id: u64, existed: bool) {
+    if let Some(admission) = admit_committed(shell, author) {
+        fan_out_delete(shell, author, id, existed, admission).await;
+    }
+}
+
+/// Removes a post deleted from the store from memory and queues the
+/// DELETED_PUSH; false if it was neither stored nor hot.
+async fn fan_out_delete(shell: &Arc<FeedShell>, user: u64, id: u64, existed: bool, admission: Admission) -> bool {
+    let hot = shell.feed.delete(user, id).is_some();
+    if !(existed || hot) {
+        return false;
+    }
+    // Off the runtime, like a post's: never waits for the queue.
+    let fanout = shell.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let mut readers = fanout.feed.graph.followers(user);
+        readers.push(user);
+        fanout.fanout.push(admission, || Push::Deleted(id), &readers, false, Instant::now());
+    });
+    if listed.await.is_err() {
+        tracing::error!(post = id, "listing the followers panicked: no DELETED_PUSH");
+    }
+    true
+}
+
 async fn graph(shell: &Arc<FeedShell>, user: u64, req: u64, op: GraphOp, other: u64) -> Message {
     let feed = &shell.feed;
-    if user == other {
-        return Message::Ok { req };
+    match feed.graph_effect(user, op, other) {
+        GraphEffect::Apply => {}
+        // A self-follow, or a follow across a block: accepted and without effect (SPEC.md §10.4).
+        GraphEffect::Nothing => return Message::Ok { req },
+        GraphEffect::TooMany => return error(req, ErrorCode::LimitExceeded, "following too many users"),
     }
-    if op == GraphOp::Follow && !feed.graph.follows(user, other) {
-        if feed.graph.following_count(user) >= feed.config().max_following {
-            return error(req, ErrorCode::LimitExceeded, "following too many users");
-        }
-        if feed.graph.blocked_either(user, other) {
-            // Accepted and without effect (SPEC.md §10.4).
-            return Message::Ok { req };
-        }
+    if let Some(log) = &shell.log {
+        return log.commit_reply(req, Write::Graph { user, op, other }).await;
     }
     // Durable first, then visible.
-    let writes: Vec<(Edge, u64, u64, bool)> = match op {
+    let writes = edge_writes(op, user, other);
+    let written = blocking(shell, move |store| store.set_edges(&writes)).await;
+    if !matches!(written, Some(Ok(()))) {
+        return unavailable(req);
+    }
+    if feed.apply_graph(user, op, other).is_err() {
+        return error(req, ErrorCode::LimitExceeded, "following too many users");
+    }
+    Message::Ok { req }
+}
+
+/// The edges a graph change writes: a block also ends follows both ways.
+pub(crate) fn edge_writes(op: GraphOp, user: u64, other: u64) -> Vec<(Edge, u64, u64, bool)> {
+    match op {
         GraphOp::Follow => vec![(Edge::Follow, user, other, true)],
         GraphOp::Unfollow => vec![(Edge::Follow, user, other, false)],
         GraphOp::Block => vec![
@@ -250,28 +316,7 @@ async fn graph(shell: &Arc<FeedShell>, user: u64, req: u64, op: GraphOp, other: 
             (Edge::Block, user, other, true),
         ],
         GraphOp::Unblock => vec![(Edge::Block, user, other, false)],
-    };
-    let written = blocking(shell, move |store| store.set_edges(&writes)).await;
-    if !matches!(written, Some(Ok(()))) {
-        return unavailable(req);
     }
-    match op {
-        GraphOp::Follow => {
-            if feed.follow(user, other).is_err() {
-                return error(req, ErrorCode::LimitExceeded, "following too many users");
-            }
-        }
-        GraphOp::Unfollow => {
-            feed.unfollow(user, other);
-        }
-        GraphOp::Block => {
-            feed.block(user, other);
-        }
-        GraphOp::Unblock => {
-            feed.unblock(user, other);
-        }
-    }
-    Message::Ok { req }
 }
 
 async fn timeline(

@@ -33,7 +33,7 @@ mod admin_view;
 mod api_sessions;
 mod driver;
 mod fanout;
-mod feed;
+pub(crate) mod feed;
 pub mod jwt;
 pub mod net;
 mod node;
@@ -53,6 +53,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heartline_core::conn::WelcomeSettings;
+use heartline_core::feed::log::node_tag;
 use heartline_core::feed::Feed;
 use heartline_core::presence::{Presence, TICK_MS};
 use tokio::task::JoinHandle;
@@ -208,7 +209,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let limits = Arc::new(Limits::new(&config.limits, net::connection_ceiling()));
     let keys = Arc::new(Keys::new(secret));
     let registry = Arc::new(Registry::default());
-    let feed = Arc::new(Feed::new(config.feed(), config.feed.node));
+    // In a cluster, post ids carry a tag of this node and writes go through the feed stream.
+    let clustered = match &config.cluster {
+        Some(settings) => Some((settings, crate::cluster::node_name(settings).map_err(StartError::Cluster)?)),
+        None => None,
+    };
+    let id_node = clustered.as_ref().map_or(config.feed.node, |(_, name)| node_tag(config.feed.node, name));
+    let feed_log = clustered.as_ref().map(|_| crate::cluster::feed::FeedLog::new(&config.data_dir));
+    let feed = Arc::new(Feed::new(config.feed(), id_node));
     let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
     let presence_config = config.presence();
     let node = Arc::new(Node {
@@ -247,6 +255,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         limits: limits.clone(),
         max_payload: config.feed.max_payload,
         stop: stop.clone(),
+        log: feed_log.clone(),
     });
     let admission = Arc::new(net::Admission::default());
 
@@ -257,6 +266,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         restored.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())).map_err(StartError::Store)?;
     tracing::info!(edges, posts, took = ?restoring.elapsed(), "feed restored from the store");
     feed_shell.start_fanout(FANOUT_WORKERS);
+    if let (Some(log), Some((settings, name))) = (&feed_log, &clustered) {
+        log.start(settings, name, feed_shell.clone(), stop.clone());
+    }
     for socket in udp_sockets {
         tokio::spawn(udp::receive(socket, node.clone(), stop.clone()));
     }

@@ -1,14 +1,14 @@
-//! A real cluster on loopback for the integration tests: three
-//! `nats-server` processes with JetStream routed to each other, heartline
-//! nodes in process or as the built binary (to SIGKILL), tokens signed with
-//! a node's secret, and the members' views as `/v1/cluster` shows them.
-//! Every child process is killed when its handle drops, panics included.
+//! A real cluster on loopback for the integration tests, over the three
+//! `nats-server`s of [`crate::common::nats`]: heartline nodes in process or
+//! as the built binary (to SIGKILL), tokens signed with a node's secret, and
+//! the members' views as `/v1/cluster` shows them. Every child process is
+//! killed when its handle drops, panics included.
 //!
 //! Included by `#[path = "common/cluster.rs"] mod nodes;` next to
 //! `mod common;` (it uses its daemon and client helpers).
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,83 +19,17 @@ use heartline::auth::{Claims, Keyring, Subject};
 use heartline::config::Cluster;
 use heartline_core::cluster::{ClusterMap, MapMember};
 
+use crate::common::nats::free_port;
+#[allow(unused_imports)] // not every test that includes this file uses both
+pub(crate) use crate::common::nats::{Killed, Nats};
 use crate::common::{hello, http, Client, Daemon};
 
 /// The member key TTL the nodes use here, and how often they refresh.
 pub(crate) const TTL: Duration = Duration::from_secs(3);
 pub(crate) const REFRESH: Duration = Duration::from_millis(500);
-/// Bounds for each phase.
-pub(crate) const NATS_READY: Duration = Duration::from_secs(30);
+/// How long the nodes may take to agree.
 pub(crate) const CONVERGE: Duration = Duration::from_secs(20);
 pub(crate) const PARTITIONS: u32 = 1_024;
-
-/// A port free right now on loopback.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Child processes killed (SIGKILL) and reaped when dropped, panics included.
-pub(crate) struct Killed(pub Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Three `nats-server`s with JetStream, routed to each other.
-pub(crate) fn start_nats(dir: &Path) -> (Killed, Vec<String>) {
-    let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let cluster: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut children = Killed(Vec::new());
-    for i in 0..3 {
-        let routes: Vec<String> =
-            (0..3).filter(|&j| j != i).map(|j| format!("nats://127.0.0.1:{}", cluster[j])).collect();
-        let log = std::fs::File::create(dir.join(format!("nats{i}.log"))).unwrap();
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &client[i].to_string(), "-n", &format!("n{i}"), "-js"])
-            .args(["--store_dir", &dir.join(format!("js{i}")).to_string_lossy()])
-            .args(["--cluster_name", "heartline-test", "--cluster", &format!("nats://127.0.0.1:{}", cluster[i])])
-            .args(["--routes", &routes.join(",")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nats-server starts");
-        children.0.push(child);
-    }
-    (children, client.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect())
-}
-
-/// Waits until JetStream answers on every server (a meta leader is elected).
-pub(crate) async fn wait_for_jetstream(urls: &[String]) {
-    let until = Instant::now() + NATS_READY;
-    for url in urls {
-        loop {
-            // The raw API: the client's typed account info wants fields 2.9 does not send.
-            let ready = async {
-                let client = async_nats::connect(url.as_str()).await.map_err(|e| e.to_string())?;
-                let reply = client.request("$JS.API.INFO", "".into()).await.map_err(|e| e.to_string())?;
-                let reply = String::from_utf8_lossy(&reply.payload).into_owned();
-                if reply.contains("\"error\"") {
-                    Err(reply)
-                } else {
-                    Ok(())
-                }
-            };
-            let error = match tokio::time::timeout(Duration::from_secs(2), ready).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => e,
-                Err(_) => "timed out".into(),
-            };
-            assert!(Instant::now() < until, "JetStream not ready within {NATS_READY:?}: {error}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
 
 pub(crate) fn cluster_settings(node: &str, nats: &[String]) -> Cluster {
     Cluster {

@@ -4,6 +4,8 @@
 //! that cuts connections.
 #![allow(dead_code)]
 
+pub(crate) mod nats;
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,24 +70,15 @@ impl Daemon {
     }
 
     /// Graceful shutdown, then a new daemon on the same data dir.
-    pub(crate) async fn restart(mut self) -> Self {
+    pub(crate) async fn restart(self) -> Self {
+        self.stop().await.start().await
+    }
+
+    /// Graceful shutdown, keeping the data dir for [`Stopped::start`].
+    pub(crate) async fn stop(mut self) -> Stopped {
         let dir = self._dir.take();
         self.running.shutdown().await;
-        // The old daemon's connection tasks may still hold its store for a
-        // moment after shutdown returns (a client that stays connected while
-        // draining), so the store may be locked at first.
-        let until = tokio::time::Instant::now() + PATIENCE;
-        let running = loop {
-            match server::start(self.config.clone()).await {
-                Ok(running) => break running,
-                Err(e) if tokio::time::Instant::now() < until => {
-                    eprintln!("restart: {e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("cannot restart: {e}"),
-            }
-        };
-        Self { running, config: self.config, _dir: dir }
+        Stopped { config: self.config, dir }
     }
 
     fn keyring(&self) -> Keyring {
@@ -138,6 +131,33 @@ impl Daemon {
 
 pub(crate) fn hello(role: Role, token: Bytes, want_udp: bool, resume: u64) -> Message {
     Message::Hello(Hello { version: VERSION, role, device: Device::Desktop, want_udp, resume, token })
+}
+
+/// A daemon shut down gracefully, its data dir kept.
+pub(crate) struct Stopped {
+    config: Config,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Stopped {
+    /// A new daemon on the same data dir.
+    pub(crate) async fn start(self) -> Daemon {
+        // The old daemon's connection tasks may still hold its store for a
+        // moment after shutdown returns (a client that stays connected while
+        // draining), so the store may be locked at first.
+        let until = tokio::time::Instant::now() + PATIENCE;
+        let running = loop {
+            match server::start(self.config.clone()).await {
+                Ok(running) => break running,
+                Err(e) if tokio::time::Instant::now() < until => {
+                    eprintln!("restart: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot restart: {e}"),
+            }
+        };
+        Daemon { running, config: self.config, _dir: self.dir }
+    }
 }
 
 /// A raw protocol connection with the test's expectations built in: a

@@ -31,6 +31,7 @@
 
 mod graph;
 mod ids;
+pub mod log;
 pub mod page;
 
 use std::collections::{HashSet, VecDeque};
