@@ -14,10 +14,17 @@
 //! reconnecting): after each heartbeat batch, one CLOSE and one OPEN carry
 //! every session due since the last, so `churn_close`/`churn_open` count
 //! sessions and their latencies are those of the requests (to OK, OPENED).
+//!
+//! With `--cluster` the gateways read the cluster's map (CLUSTER_MAP) from
+//! `--addr`, open `--gateways` connections to every member, OPEN each user
+//! on its owner ([`ClusterMap::owner_of`], split by [`split`]) and send each
+//! node the batches of its own users only: heartbeats never leave their
+//! owner. Watchers stay on `--addr`, so the pushes of users owned elsewhere
+//! cross nodes. The loadgen does not re-open sessions after a MOVED or a
+//! lost connection: a node's death ends its gateways' runs with an error.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,12 +33,13 @@ use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use heartline::auth::{Claims, Keyring, Subject};
+use heartline_client::route::ClusterMap;
 use heartline_client::wire::{self, Connection, Reader, WireError, Writer};
 use heartline_proto::*;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::procstat::sample_of as sample;
+use crate::procstat::{self, Sample};
 use crate::progress;
 use crate::report::{histogram, Op, Report, Server, Timeline};
 use crate::scrape::UdpWatch;
@@ -59,6 +67,10 @@ pub(crate) struct Params {
     /// The first simulated user id.
     pub user_base: u64,
     pub server_pid: Option<u32>,
+    /// The cluster's heartline pids (with `cluster`): CPU and RSS summed.
+    pub node_pids: Vec<u32>,
+    /// Read the cluster's map from `addr` and open each user on its owner.
+    pub cluster: bool,
     pub seed: u64,
     /// CLOSEs + re-OPENs per second, all gateways together.
     pub churn_per_s: f64,
@@ -102,11 +114,82 @@ async fn hello(addr: SocketAddr, role: Role, want_udp: bool, token: Bytes) -> Re
     Ok((conn, welcome))
 }
 
-/// The slice of users gateway `g` of `gateways` owns.
-fn slice(p: &Params, g: usize) -> Range<u64> {
-    let n = p.clients;
-    let (g, gs) = (g as u64, p.gateways as u64);
-    p.user_base + n * g / gs..p.user_base + n * (g + 1) / gs
+/// A node the gateways connect to, with the users its gateways carry
+/// (one sorted list per gateway connection).
+struct Node {
+    name: String,
+    addr: SocketAddr,
+    gateways: Vec<Vec<u64>>,
+}
+
+/// `users` (sorted) in `gateways` contiguous slices, as even as can be.
+fn slices(users: &[u64], gateways: usize) -> Vec<Vec<u64>> {
+    let (n, gs) = (users.len(), gateways.max(1));
+    (0..gs).map(|g| users[n * g / gs..n * (g + 1) / gs].to_vec()).collect()
+}
+
+/// Users `users` split by owner in `map`: per member (in the map's order),
+/// its users in `gateways` slices. Users of no member (an empty map) are left out.
+fn split(map: &ClusterMap, users: std::ops::Range<u64>, gateways: usize) -> Vec<Vec<Vec<u64>>> {
+    let mut owned = vec![Vec::new(); map.members.len()];
+    let names: Vec<&str> = map.members.iter().map(|m| m.node.as_str()).collect();
+    for user in users {
+        if let Some(i) = heartline_proto::route::owner_of(names.iter().copied(), user, map.partitions) {
+            owned[i].push(user);
+        }
+    }
+    owned.iter().map(|u| slices(u, gateways)).collect()
+}
+
+/// The nodes to load: `addr` alone, or with `cluster` every member of the
+/// map read from `addr`, each with the users it owns.
+async fn nodes(p: &Params) -> Result<Vec<Node>> {
+    let users = p.user_base..p.user_base + p.clients;
+    if !p.cluster {
+        let all: Vec<u64> = users.collect();
+        return Ok(vec![Node { name: p.addr.to_string(), addr: p.addr, gateways: slices(&all, p.gateways) }]);
+    }
+    let token = token(&p.keyring, Subject::Gateway("loadgen-map".into()));
+    let (mut conn, _) = hello(p.addr, Role::Gateway, false, token).await?;
+    let map = conn.cluster_map().await.context("expected CLUSTER_MAP_REPLY")?;
+    if map.members.is_empty() {
+        bail!("the cluster map from {} has no members", p.addr);
+    }
+    let mut nodes = Vec::new();
+    for (member, gateways) in map.members.iter().zip(split(&map, users, p.gateways)) {
+        let addr =
+            tokio::net::lookup_host(member.addr.as_str()).await.ok().and_then(|mut a| a.next()).with_context(|| {
+                format!("member {} advertises {:?}, not an address", member.node.as_str(), member.addr.as_str())
+            })?;
+        nodes.push(Node { name: member.node.as_str().to_owned(), addr, gateways });
+    }
+    eprintln!("cluster map version {}: {} members", map.version, nodes.len());
+    Ok(nodes)
+}
+
+/// The server's CPU and RSS: `--server-pid`, or the cluster's pids summed.
+fn sample(p: &Params) -> Result<Option<Sample>> {
+    if p.node_pids.is_empty() {
+        return procstat::sample_of(p.server_pid);
+    }
+    let mut sum = Sample::default();
+    for &pid in &p.node_pids {
+        let s = procstat::sample_of(Some(pid))?.unwrap_or_default();
+        sum.cpu_s += s.cpu_s;
+        sum.rss_bytes += s.rss_bytes;
+    }
+    Ok(Some(sum))
+}
+
+/// Each of the cluster's pids' RSS now.
+fn rss_each(p: &Params) -> Result<Vec<u64>> {
+    p.node_pids.iter().map(|&pid| Ok(procstat::sample_of(Some(pid))?.unwrap_or_default().rss_bytes)).collect()
+}
+
+/// A report key made at run time (a few per run: leaked, as the report
+/// lives until the process ends).
+fn key(name: String) -> &'static str {
+    Box::leak(name.into_boxed_str())
 }
 
 struct Opened {
@@ -115,22 +198,19 @@ struct Opened {
 }
 
 /// Opens the slice's sessions, chunk after chunk.
-async fn open(conn: &mut Connection, users: Range<u64>, ramp: &AtomicU64) -> Result<Opened> {
-    let mut sessions = Vec::with_capacity((users.end - users.start) as usize);
+async fn open(conn: &mut Connection, users: &[u64], ramp: &AtomicU64) -> Result<Opened> {
+    let mut sessions = Vec::with_capacity(users.len());
     let mut open_latency = histogram();
-    let mut next = users.start;
-    while next < users.end {
-        let end = (next + limits::MAX_BATCH as u64).min(users.end);
+    for chunk in users.chunks(limits::MAX_BATCH) {
         let entries: Vec<OpenEntry> =
-            (next..end).map(|user| OpenEntry { user, device: Device::Mobile, status: Status::Online }).collect();
+            chunk.iter().map(|&user| OpenEntry { user, device: Device::Mobile, status: Status::Online }).collect();
         let sent = Instant::now();
         let req = conn.next_req();
         let got =
-            conn.open(req, entries).await.with_context(|| format!("expected OPENED with {} sessions", end - next))?;
+            conn.open(req, entries).await.with_context(|| format!("expected OPENED with {} sessions", chunk.len()))?;
         sessions.extend(got);
         open_latency.saturating_record(sent.elapsed().as_micros() as u64);
-        ramp.fetch_add(end - next, Relaxed);
-        next = end;
+        ramp.fetch_add(chunk.len() as u64, Relaxed);
     }
     Ok(Opened { sessions, open_latency })
 }
@@ -240,7 +320,7 @@ impl Churn {
         batches: &mut Batches,
         rng: &mut fastrand::Rng,
         start: Instant,
-        first_user: u64,
+        slice: &[u64],
     ) -> Result<()> {
         let due = (start.elapsed().as_secs_f64() * self.per_s) as u64;
         let want = due.saturating_sub(self.done).min(limits::MAX_BATCH as u64) as usize;
@@ -270,7 +350,7 @@ impl Churn {
         self.pending.insert(req, Pending::Close(now, n));
         let entries = users
             .iter()
-            .map(|&u| OpenEntry { user: first_user + u as u64, device: Device::Mobile, status: Status::Online })
+            .map(|&u| OpenEntry { user: slice[u], device: Device::Mobile, status: Status::Online })
             .collect();
         let req = w.next_req();
         w.send(&Message::Open { req, entries }).await?;
@@ -304,15 +384,20 @@ impl Churn {
 struct Gateway {
     conn: Connection,
     welcome: Welcome,
+    /// The node it is connected to.
+    addr: SocketAddr,
+    /// All gateway connections of the run, every node's together.
+    of: usize,
     sessions: Vec<u64>,
-    users: Range<u64>,
+    /// Its users, sorted; `sessions[i]` is `users[i]`'s.
+    users: Vec<u64>,
     /// (user, session) of the watched users in this gateway's slice.
     targets: Vec<(u64, u64)>,
 }
 
 /// Sends heartbeats, status changes and churn until `end`.
 async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: Instant, end: Instant) -> Result<()> {
-    let Gateway { conn, welcome, sessions, users, targets } = gw;
+    let Gateway { conn, welcome, addr, of, sessions, users, targets } = gw;
     let ticks = (p.interval.as_secs_f64() / TICK.as_secs_f64()).max(1.0);
     let per_batch = ((sessions.len() as f64 / ticks).ceil() as usize).clamp(1, limits::MAX_BATCH);
     let mut batches = Batches::new(&sessions, per_batch);
@@ -321,7 +406,7 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
         if welcome.udp_port == 0 {
             bail!("the daemon granted the gateway no UDP (WELCOME udp_port 0)");
         }
-        let sender = udp::Sender::bind(SocketAddr::new(p.addr.ip(), welcome.udp_port)).await?;
+        let sender = udp::Sender::bind(SocketAddr::new(addr.ip(), welcome.udp_port)).await?;
         Path::Udp(Box::new(UdpPath {
             sender,
             gateway: welcome.session,
@@ -338,18 +423,18 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
     let n_batches = batches.ids.len();
     let step = if n_batches == 0 { p.interval } else { p.interval / n_batches as u32 };
     let change_step = if p.status_changes_per_s > 0.0 && !targets.is_empty() {
-        Some(Duration::from_secs_f64(p.gateways as f64 / p.status_changes_per_s))
+        Some(Duration::from_secs_f64(of as f64 / p.status_changes_per_s))
     } else {
         None
     };
     let mut churn = Churn {
-        per_s: p.churn_per_s / p.gateways as f64,
+        per_s: p.churn_per_s / of as f64,
         done: 0,
         pending: HashMap::new(),
-        watched: targets.iter().map(|&(user, _)| (user - users.start) as usize).collect(),
+        watched: targets.iter().filter_map(|(user, _)| users.binary_search(user).ok()).collect(),
     };
     let mut statuses: HashMap<u64, Status> = HashMap::new();
-    let mut rng = fastrand::Rng::with_seed(p.seed ^ users.start);
+    let mut rng = fastrand::Rng::with_seed(p.seed ^ users.first().copied().unwrap_or(0));
     let (mut k, mut next_change) = (0u32, start + change_step.unwrap_or_default() / 2);
     loop {
         let next_batch = start + step * k;
@@ -409,7 +494,7 @@ async fn run_gateway(gw: Gateway, p: Arc<Params>, shared: Arc<Shared>, start: In
             p.timeline.count("heartbeat", count);
         }
         if churn.per_s > 0.0 {
-            churn.step(&mut w, &mut batches, &mut rng, start, users.start).await?;
+            churn.step(&mut w, &mut batches, &mut rng, start, &users).await?;
         }
     }
     w.flush().await?;
@@ -514,32 +599,40 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
     watched.sort_unstable();
     watched.dedup();
 
-    let before = sample(p.server_pid)?;
-    eprintln!("opening {} sessions over {} gateway connections", p.clients, p.gateways);
+    let mut nodes = nodes(&p).await?;
+    let conns = nodes.len() * p.gateways;
+    let per_node: Vec<usize> = nodes.iter().map(|n| n.gateways.iter().map(Vec::len).sum()).collect();
+    let before = sample(&p)?;
+    let rss_before = rss_each(&p)?;
+    eprintln!("opening {} sessions over {conns} gateway connections", p.clients);
     let ramp = Arc::new(AtomicU64::new(0));
     let shown = progress::ramp("open", p.clients, ramp.clone());
     let ramp_started = Instant::now();
     let mut opening = Vec::new();
-    for g in 0..p.gateways {
-        let (p, ramp) = (p.clone(), ramp.clone());
-        opening.push(tokio::spawn(async move {
-            let token = token(&p.keyring, Subject::Gateway(format!("loadgen-{g}")));
-            let (mut conn, welcome) = hello(p.addr, Role::Gateway, p.udp_batches, token).await?;
-            let users = slice(&p, g);
-            let opened = open(&mut conn, users, &ramp).await?;
-            Ok::<_, anyhow::Error>((conn, welcome, opened))
-        }));
+    let mut g = 0;
+    for node in &mut nodes {
+        for users in std::mem::take(&mut node.gateways) {
+            let (p, ramp, addr) = (p.clone(), ramp.clone(), node.addr);
+            opening.push(tokio::spawn(async move {
+                let token = token(&p.keyring, Subject::Gateway(format!("loadgen-{g}")));
+                let (mut conn, welcome) = hello(addr, Role::Gateway, p.udp_batches, token).await?;
+                let opened = open(&mut conn, &users, &ramp).await?;
+                Ok::<_, anyhow::Error>((conn, welcome, addr, users, opened))
+            }));
+            g += 1;
+        }
     }
     let mut gateways = Vec::new();
     let mut open_latency = histogram();
     for task in opening {
-        let (conn, welcome, opened) = task.await??;
+        let (conn, welcome, addr, users, opened) = task.await??;
         open_latency.add(&opened.open_latency)?;
-        gateways.push((conn, welcome, opened.sessions));
+        gateways.push((conn, welcome, addr, users, opened.sessions));
     }
     let ramp_s = ramp_started.elapsed().as_secs_f64();
     drop(shown);
-    let after_ramp = sample(p.server_pid)?;
+    let after_ramp = sample(&p)?;
+    let rss_after_ramp = rss_each(&p)?;
     eprintln!("opened {} sessions in {ramp_s:.1} s ({:.0}/s)", p.clients, p.clients as f64 / ramp_s);
 
     // Watchers connect after the ramp, so the sessions' own "online" pushes are over.
@@ -558,11 +651,10 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
         watching.push(tokio::spawn(watcher(conn, friends, shared.clone(), p.timeline.clone(), end + DRAIN)));
     }
     let mut running = Vec::new();
-    for (g, (conn, welcome, sessions)) in gateways.into_iter().enumerate() {
-        let users = slice(&p, g);
+    for (conn, welcome, addr, users, sessions) in gateways {
         let targets: Vec<(u64, u64)> =
-            watched.iter().filter(|u| users.contains(u)).map(|&u| (u, sessions[(u - users.start) as usize])).collect();
-        let gw = Gateway { conn, welcome, sessions, users, targets };
+            watched.iter().filter_map(|&u| users.binary_search(&u).ok().map(|i| (u, sessions[i]))).collect();
+        let gw = Gateway { conn, welcome, addr, of: conns, sessions, users, targets };
         running.push(tokio::spawn(run_gateway(gw, p.clone(), shared.clone(), start, end)));
     }
     let shown = {
@@ -584,7 +676,7 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
     }
     drop(shown);
     let elapsed = start.elapsed().as_secs_f64().min(p.duration.as_secs_f64());
-    let end_sample = sample(p.server_pid)?;
+    let end_sample = sample(&p)?;
     for task in watching {
         if let Err(e) = task.await? {
             shared.error(format!("{e:#}"));
@@ -610,7 +702,17 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
     extra.insert("open_chunk_max_ms", open_latency.max() as f64 / 1e3);
     extra.insert("heartbeats_target_per_s", p.clients as f64 / p.interval.as_secs_f64());
     extra.insert("watcher_conns", n_watchers as f64);
-    extra.insert("gateway_conns", p.gateways as f64);
+    extra.insert("gateway_conns", conns as f64);
+    if p.cluster {
+        extra.insert("nodes", nodes.len() as f64);
+        for (node, &sessions) in nodes.iter().zip(&per_node) {
+            eprintln!("node {} ({}): {sessions} sessions", node.name, node.addr);
+            extra.insert(key(format!("sessions_on_{}", node.name)), sessions as f64);
+        }
+    }
+    for ((pid, before), after) in p.node_pids.iter().zip(rss_before).zip(rss_after_ramp) {
+        extra.insert(key(format!("rss_ramp_growth_bytes_pid_{pid}")), after.saturating_sub(before) as f64);
+    }
     if let Some(watch) = watch {
         watch.finish(&mut extra).await;
     }
@@ -627,4 +729,62 @@ pub(crate) async fn run(p: Params) -> Result<Report> {
         errors: shared.errors.load(Relaxed),
         extra,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heartline_proto::MapMember;
+
+    fn map(names: &[&str]) -> ClusterMap {
+        let members = names
+            .iter()
+            .map(|n| MapMember { node: (*n).into(), addr: format!("{n}:7400").into(), ws: "".into() })
+            .collect();
+        ClusterMap { version: 7, partitions: 1024, members }
+    }
+
+    #[test]
+    fn slices_are_contiguous_and_even() {
+        let users: Vec<u64> = (1..=10).collect();
+        let s = slices(&users, 4);
+        assert_eq!(s, vec![vec![1, 2], vec![3, 4, 5], vec![6, 7], vec![8, 9, 10]]);
+        // As many slices as gateways, some empty, when users are fewer.
+        assert_eq!(slices(&[5, 9], 3), vec![vec![], vec![5], vec![9]]);
+    }
+
+    #[test]
+    fn every_user_goes_to_its_owner_once() {
+        let m = map(&["hl-1", "hl-2", "hl-3"]);
+        let by_owner = split(&m, 1..30_001, 4);
+        assert_eq!(by_owner.len(), 3);
+        let mut all = Vec::new();
+        for (i, gateways) in by_owner.iter().enumerate() {
+            assert_eq!(gateways.len(), 4);
+            let sizes: Vec<usize> = gateways.iter().map(Vec::len).collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+            let mine: Vec<u64> = gateways.concat();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "sorted, so batches and lookups work");
+            for &user in &mine {
+                assert_eq!(m.owner_of(user).unwrap().node, m.members[i].node);
+            }
+            // About a third each (1,024 partitions over 3 members).
+            assert!((8_000..12_000).contains(&mine.len()), "{}", mine.len());
+            all.extend(mine);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..30_001).collect::<Vec<u64>>());
+        // SPEC.md §14.2's worked example.
+        let small = split(&m, 1..5, 1);
+        assert!(small[2][0].contains(&1));
+        assert!(small[1][0].contains(&3));
+        assert!(small[0][0].contains(&4));
+    }
+
+    #[test]
+    fn one_member_gets_what_a_single_node_gets() {
+        let users: Vec<u64> = (100..1_100).collect();
+        assert_eq!(split(&map(&["local"]), 100..1_100, 4), vec![slices(&users, 4)]);
+        assert!(split(&map(&[]), 1..10, 2).is_empty());
+    }
 }

@@ -33,6 +33,9 @@
 //! `--admin-token`, [`scrape`]). The JSON report of either scenario also
 //! says what was run, when and against which daemon version
 //! ([`report::Run`]). A progress bar shows on a terminal ([`progress`]).
+//! With `--cluster`, gateway mode reads the cluster's map from `--addr` and
+//! sends every member its own users' OPENs and batches ([`gateway`]);
+//! `--node-pids` sums the nodes' CPU and memory.
 //! `--target redis://…` runs the same heartbeat workload against Redis
 //! ([`redis`]). A failure ends it with one `error:` line, its causes after
 //! it.
@@ -233,6 +236,15 @@ struct Presence {
     /// Gateway mode: heartbeat batches as UDP datagrams instead of TCP frames.
     #[arg(long)]
     udp_batches: bool,
+    /// Gateway mode: `--addr` is a node of a cluster; read its map and open
+    /// `--gateways` connections to every member, each user on its owner
+    /// (watchers stay on `--addr`).
+    #[arg(long)]
+    cluster: bool,
+    /// With `--cluster`: the nodes' pids (comma-separated), their CPU and RSS
+    /// summed in the server figures instead of `--server-pid`'s.
+    #[arg(long, value_delimiter = ',')]
+    node_pids: Vec<u32>,
     /// Draw the timeline (ops/s, latency p50/p99/max per second) as SVG here.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -284,6 +296,12 @@ fn presence(a: &Presence) -> Result<(report::Report, Arc<report::Timeline>)> {
     }
     if a.udp_batches && a.mode != Mode::Gateway {
         bail!("--udp-batches is for gateway mode");
+    }
+    if (a.cluster || !a.node_pids.is_empty()) && (a.mode != Mode::Gateway || a.common.target != "heartline") {
+        bail!("--cluster and --node-pids are for gateway mode against heartline");
+    }
+    if !a.node_pids.is_empty() && (!a.cluster || a.common.server_pid.is_some()) {
+        bail!("--node-pids goes with --cluster, instead of --server-pid");
     }
     let timeline = Arc::new(report::Timeline::new(Instant::now()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -350,6 +368,8 @@ fn presence(a: &Presence) -> Result<(report::Report, Arc<report::Timeline>)> {
                 keyring,
                 user_base: a.user_base,
                 server_pid: a.common.server_pid,
+                node_pids: a.node_pids.clone(),
+                cluster: a.cluster,
                 seed: a.seed,
                 churn_per_s: a.churn_per_s,
                 udp_batches: a.udp_batches,

@@ -56,6 +56,25 @@ async fn tcp_mode_connects_authenticates_and_heartbeats() {
     assert_eq!(report["wire_bytes_per_heartbeat"], 3.0);
 }
 
+/// `--cluster` against a node alone: the map it answers names that node
+/// (`local`, at its listen address), which gets every session; the run is
+/// as without the flag, with the per-node counts in the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_mode_reads_the_map_with_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = std::process::id().to_string();
+    let report = against_daemon(dir.path(), &watching(&["--mode", "gateway", "--cluster", "--node-pids", &pid])).await;
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["extra"]["nodes"], 1.0, "{report:#}");
+    assert_eq!(report["extra"]["sessions_on_local"], 2000.0, "{report:#}");
+    assert_eq!(report["extra"]["gateway_conns"], 4.0, "{report:#}");
+    let count = report["ops"]["heartbeat"]["count"].as_u64().unwrap();
+    assert!((7_000..=8_500).contains(&count), "{report:#}");
+    assert!(report["ops"]["notify"]["count"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(report["server"]["cpu_us_per_op"].as_f64().unwrap() > 0.0, "{report:#}");
+    assert!(report["extra"][format!("rss_ramp_growth_bytes_pid_{pid}")].is_number(), "{report:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_mode_heartbeats_and_notifies_without_errors() {
     let dir = tempfile::tempdir().unwrap();
