@@ -62,19 +62,11 @@ async fn settle(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_sessions_come_back_on_the_survivors_and_watchers_see_them() {
-    if !available("nats-server", &["--version"]) {
+    let Some(Three { a, b, c, mut child, view: three, nats: _nats, dir: _dir }) =
+        three("[presence]\nttl = \"60s\"\n").await
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
-    let urls = nats.urls.clone();
-    nats.wait_for_jetstream().await;
-    let a = node("a", &urls, None).await;
-    let secret = a.config.data_dir.join("secret");
-    let b = node("b", &urls, Some(&secret)).await;
-    let c = BinaryNode::new("c", &urls, Some(&secret), "[presence]\nttl = \"60s\"\n");
-    let mut child = Killed(vec![c.spawn()]);
-    let (three, _) = converge(&[a.running.admin, b.running.admin, c.admin], &["a", "b", "c"]).await;
+    };
     let map = map_of(&three);
     let users: Vec<u64> = (1..).filter(|&u| map.owner_of_user(u).is_some_and(|m| m.node == "c")).take(USERS).collect();
 

@@ -182,3 +182,37 @@ pub(crate) fn map_of(view: &ClusterInfo) -> ClusterMap {
 pub(crate) fn version(view: &ClusterInfo) -> u64 {
     view.version.expect("a node in a cluster has a map version").0
 }
+
+/// A cluster on loopback: three `nats-server`s and three nodes sharing a's
+/// token secret — a and b in process, c the built binary (to SIGKILL) with
+/// `c_extra` appended to its configuration — once they agree on the map.
+pub(crate) struct Three {
+    pub a: Daemon,
+    pub b: Daemon,
+    pub c: BinaryNode,
+    /// c's process.
+    pub child: Killed,
+    /// The map they agreed on.
+    pub view: ClusterInfo,
+    /// The NATS servers and their stores: bind them (`nats: _nats`) to keep
+    /// them for the test, since a pattern's `..` drops what it leaves out.
+    pub nats: Nats,
+    pub dir: tempfile::TempDir,
+}
+
+/// [`Three`], or `None` when `nats-server` is missing (a failure under CI).
+pub(crate) async fn three(c_extra: &str) -> Option<Three> {
+    if !crate::common::available("nats-server", &["--version"]) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    nats.wait_for_jetstream().await;
+    let a = node("a", &nats.urls, None).await;
+    let secret = a.config.data_dir.join("secret");
+    let b = node("b", &nats.urls, Some(&secret)).await;
+    let c = BinaryNode::new("c", &nats.urls, Some(&secret), c_extra);
+    let child = Killed(vec![c.spawn()]);
+    let (view, _) = converge(&[a.running.admin, b.running.admin, c.admin], &["a", "b", "c"]).await;
+    Some(Three { a, b, c, child, view, nats, dir })
+}
