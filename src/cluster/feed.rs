@@ -63,17 +63,14 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const DUPLICATE_RETRIES: usize = 3;
 /// Longest pause between attempts to reach NATS or the store again.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The file, in the data dir, holding the last stream sequence applied.
 const APPLIED_FILE: &str = "feed-stream.applied";
 
 /// Why a session with NATS ended (it is tried again).
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("cannot connect to NATS: {0}")]
-    Connect(#[from] async_nats::ConnectError),
-    #[error("connecting to NATS timed out")]
-    ConnectTimeout,
+    #[error(transparent)]
+    Connect(#[from] super::ConnectError),
     #[error("cannot create the feed stream: {0}")]
     Stream(#[from] jetstream::context::CreateStreamError),
 }
@@ -277,12 +274,7 @@ impl Session {
     }
 
     async fn session(&self, stop: &CancellationToken) -> Result<(), SessionError> {
-        let connect = async_nats::ConnectOptions::new()
-            .name(self.name.as_str())
-            .connection_timeout(CONNECT_TIMEOUT)
-            .connect(self.nats.as_slice());
-        let client =
-            tokio::time::timeout(CONNECT_TIMEOUT * 2, connect).await.map_err(|_| SessionError::ConnectTimeout)??;
+        let client = super::connect(self.name.clone(), &self.nats).await?;
         let js = jetstream::new(client.clone());
         let config = stream::Config {
             name: STREAM.into(),

@@ -45,13 +45,27 @@ pub enum ClusterError {
     Hostname(String),
 }
 
+/// Why connecting to NATS failed (the caller tries again).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("cannot connect to NATS: {0}")]
+    Refused(#[from] async_nats::ConnectError),
+    #[error("connecting to NATS timed out")]
+    TimedOut,
+}
+
+/// A NATS connection named `name` to the first of `urls` that answers,
+/// within [`CONNECT_TIMEOUT`] per attempt and twice that in all.
+pub(crate) async fn connect(name: String, urls: &[String]) -> Result<async_nats::Client, ConnectError> {
+    let connect = async_nats::ConnectOptions::new().name(name).connection_timeout(CONNECT_TIMEOUT).connect(urls);
+    Ok(tokio::time::timeout(CONNECT_TIMEOUT * 2, connect).await.map_err(|_| ConnectError::TimedOut)??)
+}
+
 /// Why one session with NATS ended (it is tried again).
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("cannot connect to NATS: {0}")]
-    Connect(#[from] async_nats::ConnectError),
-    #[error("connecting to NATS timed out")]
-    ConnectTimeout,
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("cannot create the members bucket: {0}")]
     CreateBucket(jetstream::context::CreateStreamError),
     #[error("cannot open the members bucket: {0}")]
@@ -255,12 +269,7 @@ pub(crate) async fn ensure_bucket(
 /// NATS failure (Err).
 async fn session(cluster: &Cluster, settings: &Settings, leave: &CancellationToken) -> Result<(), SessionError> {
     let node = cluster.shared.node.as_str();
-    let connect = async_nats::ConnectOptions::new()
-        .name(format!("heartline {node}"))
-        .connection_timeout(CONNECT_TIMEOUT)
-        .connect(settings.nats.as_slice());
-    let client =
-        tokio::time::timeout(CONNECT_TIMEOUT * 2, connect).await.map_err(|_| SessionError::ConnectTimeout)??;
+    let client = connect(format!("heartline {node}"), &settings.nats).await?;
     let js = jetstream::new(client);
     let kv = bucket(&js, settings).await?;
     let mut watch = kv.watch_all().await?;

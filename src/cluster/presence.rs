@@ -301,7 +301,7 @@ impl Shell {
                 // This node's own diffs are no news to it.
                 .no_echo()
                 .request_timeout(Some(REQUEST_TIMEOUT))
-                .connection_timeout(Duration::from_secs(5));
+                .connection_timeout(super::CONNECT_TIMEOUT);
             tokio::select! {
                 _ = self.stop.cancelled() => return None,
                 client = options.connect(self.nats.as_slice()) => match client {
