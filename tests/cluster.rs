@@ -30,14 +30,9 @@ async fn a_node_alone_says_so_and_has_no_cluster_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_agree_drop_a_killed_one_and_take_it_back() {
-    if !available("nats-server", &["--version"]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
-    let urls = nats.urls.clone();
     let started = Instant::now();
-    nats.wait_for_jetstream().await;
+    let Some(nats) = Nats::ready().await else { return };
+    let urls = nats.urls.clone();
     eprintln!("JetStream ready after {:?}", started.elapsed());
 
     let a = Daemon::start_with(|c| c.cluster = Some(cluster_settings("a", &urls))).await;

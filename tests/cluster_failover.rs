@@ -62,8 +62,7 @@ async fn settle(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_sessions_come_back_on_the_survivors_and_watchers_see_them() {
-    let Some(Three { a, b, c, mut child, view: three, nats: _nats, dir: _dir }) =
-        three("[presence]\nttl = \"60s\"\n").await
+    let Some(Three { a, b, c, mut child, view: three, nats: _nats }) = three("[presence]\nttl = \"60s\"\n").await
     else {
         return;
     };

@@ -391,12 +391,7 @@ async fn publish(client: &mut Client, text: &'static str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_reach_every_node_and_a_restarted_node_catches_up() {
-    if !available("nats-server", &["--version"]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
-    nats.wait_for_jetstream().await;
+    let Some(nats) = Nats::ready().await else { return };
     let (a, b) = (node("a", &nats.urls).await, node("b", &nats.urls).await);
     let map = agreed(&[&a, &b]).await;
     let (author, reader, stranger) = (owned(&map, 0, 1, 1)[0], owned(&map, 1, 1, 1)[0], owned(&map, 1, 1, 2)[1]);

@@ -89,13 +89,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_crosses_nodes_and_survives_a_killed_node() {
-    if !available("nats-server", &["--version"]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
+    let Some(nats) = Nats::ready().await else { return };
     let urls = nats.urls.clone();
-    nats.wait_for_jetstream().await;
 
     let settings = |name: &str| {
         let cluster = cluster_settings(name, &urls);

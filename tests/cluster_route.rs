@@ -67,7 +67,7 @@ async fn a_node_alone_maps_itself_and_redirects_nobody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_land_on_their_owner_gateways_route_and_a_dead_owner_is_replaced() {
     // One token secret for the whole cluster: a's.
-    let Some(Three { a, b, c: _c, mut child, view: three, nats: _nats, dir: _dir }) = three("").await else {
+    let Some(Three { a, b, c: _c, mut child, view: three, nats: _nats }) = three("").await else {
         return;
     };
 

@@ -194,25 +194,19 @@ pub(crate) struct Three {
     pub child: Killed,
     /// The map they agreed on.
     pub view: ClusterInfo,
-    /// The NATS servers and their stores: bind them (`nats: _nats`) to keep
-    /// them for the test, since a pattern's `..` drops what it leaves out.
+    /// The NATS servers: bind them (`nats: _nats`) to keep them for the
+    /// test, since a pattern's `..` drops what it leaves out.
     pub nats: Nats,
-    pub dir: tempfile::TempDir,
 }
 
 /// [`Three`], or `None` when `nats-server` is missing (a failure under CI).
 pub(crate) async fn three(c_extra: &str) -> Option<Three> {
-    if !crate::common::available("nats-server", &["--version"]) {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
-    nats.wait_for_jetstream().await;
+    let nats = Nats::ready().await?;
     let a = node("a", &nats.urls, None).await;
     let secret = a.config.data_dir.join("secret");
     let b = node("b", &nats.urls, Some(&secret)).await;
     let c = BinaryNode::new("c", &nats.urls, Some(&secret), c_extra);
     let child = Killed(vec![c.spawn()]);
     let (view, _) = converge(&[a.running.admin, b.running.admin, c.admin], &["a", "b", "c"]).await;
-    Some(Three { a, b, c, child, view, nats, dir })
+    Some(Three { a, b, c, child, view, nats })
 }

@@ -35,14 +35,29 @@ pub(crate) struct Nats {
     servers: Vec<Option<Child>>,
     /// The client URLs, `nats://127.0.0.1:port`.
     pub urls: Vec<String>,
+    /// The stores' temporary dir, when [`Nats::ready`] made it: removed after the servers stop.
+    temp: Option<tempfile::TempDir>,
 }
 
 impl Nats {
+    /// Three servers with their stores in a temporary dir of their own,
+    /// JetStream ready; `None` when `nats-server` is missing (a failure under CI).
+    pub(crate) async fn ready() -> Option<Self> {
+        if !super::available("nats-server", &["--version"]) {
+            return None;
+        }
+        let temp = tempfile::tempdir().unwrap();
+        let mut nats = Self::start(temp.path());
+        nats.temp = Some(temp);
+        nats.wait_for_jetstream().await;
+        Some(nats)
+    }
+
     pub(crate) fn start(dir: &Path) -> Self {
         let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let cluster: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let urls = client.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
-        let mut nats = Nats { dir: dir.to_owned(), client, cluster, servers: Vec::new(), urls };
+        let mut nats = Nats { dir: dir.to_owned(), client, cluster, servers: Vec::new(), urls, temp: None };
         for i in 0..3 {
             let child = nats.spawn(i);
             nats.servers.push(Some(child));
