@@ -245,10 +245,8 @@ async fn delete(shell: &Arc<FeedShell>, user: u64, req: u64, id: u64) -> Message
     // Durable first, then gone from memory: a refused delete changes nothing.
     let stored = blocking(shell, move |store| store.delete_post(user, id)).await;
     match stored {
-        Some(Ok(existed)) => match fan_out_delete(shell, user, id, existed, admission).await {
-            true => Message::Ok { req },
-            false => error(req, ErrorCode::NotFound, "no such post of yours"),
-        },
+        Some(Ok(existed)) if fan_out_delete(shell, user, id, existed, admission).await => Message::Ok { req },
+        Some(Ok(_)) => error(req, ErrorCode::NotFound, "no such post of yours"),
         _ => unavailable(req),
     }
 }
