@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::Duration;
-
 use heartline_client::{Client, ClientConfig, ClientError, State};
 use heartline_proto::{ErrorCode, Status};
 use serde_json::Value;
@@ -41,18 +38,9 @@ async fn a_python_backend_drives_the_write_api_and_a_watcher_sees_it() {
         c.jwt.hs256_secret_file = Some(secret.clone());
     })
     .await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/write_api.py");
     let (admin, tcp) = (daemon.running.admin, daemon.running.tcp);
-    let run = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(format!("http://{admin}"))
-        .arg(TOKEN)
-        .args([tcp.ip().to_string(), tcp.port().to_string()])
-        .arg(&secret)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{text}");
+    let args = [format!("http://{admin}"), TOKEN.into(), tcp.ip().to_string(), tcp.port().to_string()];
+    let text = common::python("write_api.py", args.iter().map(String::as_str).chain([secret.to_str().unwrap()])).await;
     assert!(text.contains("write API end to end: OK"), "{text}");
 }
 

@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use heartline::config::Config;
@@ -140,14 +140,11 @@ async fn a_pyjwt_token_gets_a_welcome() {
     let secret = dir.path().join("hs256");
     std::fs::write(&secret, SECRET).unwrap();
     let daemon = Daemon::start_with(|c| c.jwt.hs256_secret_file = Some(secret.clone())).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/jwt_hello.py");
     let tcp = daemon.running.tcp;
-    let run = tokio::process::Command::new("python3")
-        .arg(&script)
-        .args([&tcp.ip().to_string(), &tcp.port().to_string(), secret.to_str().unwrap(), "31"])
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{text}");
+    let text = common::python(
+        "jwt_hello.py",
+        [&tcp.ip().to_string(), &tcp.port().to_string(), secret.to_str().unwrap(), "31"],
+    )
+    .await;
     assert!(text.contains("WELCOME"), "{text}");
 }

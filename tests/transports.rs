@@ -369,12 +369,7 @@ async fn python_websockets_wss_hello() {
     let daemon = tls_daemon(&pki.leaf("server")).await;
     let url = format!("wss://localhost:{}/v1/ws", daemon.running.ws.unwrap().port());
     let hello = hex::encode(frame(&hello(Role::Client, daemon.user_token(11), false, 0)));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/wss_hello.py");
-    let run = tokio::process::Command::new("python3")
-        .args([script, &url, pki.ca_pem.to_str().unwrap(), &hello, &codec_types::WELCOME.to_string()])
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{text}");
+    let welcome = codec_types::WELCOME.to_string();
+    let text = common::python("wss_hello.py", [&url, pki.ca_pem.to_str().unwrap(), &hello, &welcome]).await;
     assert!(text.contains("WELCOME"), "{text}");
 }

@@ -483,6 +483,17 @@ pub(crate) fn available(program: &str, args: &[&str]) -> bool {
     ok
 }
 
+/// Runs `tests/python/<script>` with `args`; fails the test unless it exits
+/// 0 within a minute. Its output, stdout then stderr.
+pub(crate) async fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: impl IntoIterator<Item = S>) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let run = tokio::process::Command::new("python3").arg(path).args(args).output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run).await.expect("python3 ran over a minute").unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script}: {text}");
+    text
+}
+
 /// The error that closes a connection whose HELLO carries `token` in `role`, if any.
 pub(crate) async fn refused(daemon: &Daemon, token: Bytes, role: Role) -> Option<ErrorCode> {
     let mut client = daemon.connect().await;
