@@ -279,8 +279,6 @@ pub async fn route(
     request_body = SetPresence,
     responses(
         (status = 200, description = "Set; watchers were told", body = ServerSession),
-        (status = 409, description = "IDEMPOTENCY_KEY_IN_FLIGHT: the first request with this key still runs", body = ApiError),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the key named another request", body = ApiError),
         (status = 400, description = "MALFORMED", body = ApiError),
         (status = 422, description = "LIMIT_EXCEEDED: text too long, or the user's session cap", body = ApiError),
     ))]
@@ -310,10 +308,7 @@ pub fn set_presence(backend: &dyn Backend, user: u64, body: &[u8]) -> Response<B
 /// End a user's server-side presence session.
 #[utoipa::path(delete, path = "/v1/users/{user}/presence", tag = "presence",
     params(("user" = String, Path, description = "The user id, decimal")),
-    responses((status = 200, description = "Ended, or there was none", body = Cleared),
-        (status = 409, description = "IDEMPOTENCY_KEY_IN_FLIGHT: the first request with this key still runs", body = ApiError),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the key named another request", body = ApiError),
-    ))]
+    responses((status = 200, description = "Ended, or there was none", body = Cleared)))]
 pub fn clear_presence(backend: &dyn Backend, user: u64) -> Response<Body> {
     json(StatusCode::OK, &Cleared { user: Id(user), cleared: backend.clear_presence(user) })
 }
@@ -327,10 +322,7 @@ pub fn clear_presence(backend: &dyn Backend, user: u64) -> Response<Body> {
 /// the user from connecting again: revoke their tokens for that.
 #[utoipa::path(post, path = "/v1/users/{user}/disconnect", tag = "presence",
     params(("user" = String, Path, description = "The user id, decimal")),
-    responses((status = 200, description = "What was ended", body = Disconnected),
-        (status = 409, description = "IDEMPOTENCY_KEY_IN_FLIGHT: the first request with this key still runs", body = ApiError),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the key named another request", body = ApiError),
-    ))]
+    responses((status = 200, description = "What was ended", body = Disconnected)))]
 pub fn disconnect(backend: &dyn Backend, user: u64) -> Response<Body> {
     json(StatusCode::OK, &backend.disconnect(user))
 }
@@ -344,8 +336,6 @@ pub fn disconnect(backend: &dyn Backend, user: u64) -> Response<Body> {
     request_body = NewPost,
     responses(
         (status = 201, description = "Stored", body = Published),
-        (status = 409, description = "IDEMPOTENCY_KEY_IN_FLIGHT: the first request with this key still runs", body = ApiError),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the key named another request", body = ApiError),
         (status = 400, description = "MALFORMED", body = ApiError),
         (status = 413, description = "PAYLOAD_TOO_LARGE: over the server's `feed.max_payload`", body = ApiError),
         (status = 503, description = "UNAVAILABLE: the store or the fan-out queue cannot take it now; nothing was written", body = ApiError),
@@ -375,8 +365,6 @@ pub async fn publish(backend: &dyn Backend, user: u64, body: &[u8]) -> Response<
            ("post" = String, Path, description = "The post id, decimal")),
     responses(
         (status = 200, description = "Deleted; followers' live connections were told", body = Deleted),
-        (status = 409, description = "IDEMPOTENCY_KEY_IN_FLIGHT: the first request with this key still runs", body = ApiError),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the key named another request", body = ApiError),
         (status = 404, description = "NOT_FOUND: no such post of this user", body = ApiError),
         (status = 503, description = "UNAVAILABLE", body = ApiError),
     ))]
@@ -394,8 +382,7 @@ pub async fn delete(backend: &dyn Backend, user: u64, post: &str) -> Response<Bo
            ("other" = String, Path, description = "The user followed, decimal")),
     responses(
         (status = 200, description = "Done (durable); the user's counts after it", body = GraphCounts),
-        (status = 409, description = "IDEMPOTENCY_KEY_IN_FLIGHT: the first request with this key still runs", body = ApiError),
-        (status = 422, description = "LIMIT_EXCEEDED: following too many; IDEMPOTENCY_KEY_REUSED: the key named another request", body = ApiError),
+        (status = 422, description = "LIMIT_EXCEEDED: following too many", body = ApiError),
         (status = 503, description = "UNAVAILABLE", body = ApiError),
     ))]
 pub async fn follow(backend: &dyn Backend, user: u64, other: &str, method: &Method) -> Response<Body> {
@@ -409,8 +396,6 @@ pub async fn follow(backend: &dyn Backend, user: u64, other: &str, method: &Meth
            ("other" = String, Path, description = "The user blocked, decimal")),
     responses(
         (status = 200, description = "Done (durable); the user's counts after it", body = GraphCounts),
-        (status = 409, description = "IDEMPOTENCY_KEY_IN_FLIGHT: the first request with this key still runs", body = ApiError),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the key named another request", body = ApiError),
         (status = 503, description = "UNAVAILABLE", body = ApiError),
     ))]
 pub async fn block(backend: &dyn Backend, user: u64, other: &str, method: &Method) -> Response<Body> {
@@ -485,8 +470,6 @@ fn timeline_request(query: &str) -> Result<(Source, Cursor, u8), (ErrorCode, Str
     request_body = TokenRequest,
     responses(
         (status = 201, description = "Minted", body = Token),
-        (status = 409, description = "IDEMPOTENCY_KEY_IN_FLIGHT: the first request with this key still runs", body = ApiError),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the key named another request", body = ApiError),
         (status = 400, description = "MALFORMED", body = ApiError),
     ))]
 pub fn mint(backend: &dyn Backend, body: &[u8], now_s: u64) -> Response<Body> {
