@@ -222,8 +222,10 @@ async fn bucket(js: &jetstream::Context, settings: &Settings) -> Result<kv::Stor
         description: Some("heartline cluster members".into()),
         subjects: vec![format!("$KV.{}.>", settings.bucket)],
         max_messages_per_subject: 1,
-        // Deletes by the survivors come first; this is for a cluster gone whole.
-        max_age: settings.ttl * 3,
+        // No max_age: a delete marker must outlive every node that missed
+        // the delete, or a node starting later computes a lower version for
+        // the same members (core::cluster, "Versions"). Members of a cluster
+        // gone whole are deleted as stale by the first node back, one TTL on.
         max_message_size: heartline_core::cluster::MAX_VALUE as i32,
         storage: jetstream::stream::StorageType::Memory,
         num_replicas: settings.replicas,

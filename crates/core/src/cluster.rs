@@ -17,10 +17,13 @@
 //! Every member's key holds a [`Member`] whose `joined` is the bucket
 //! revision of the first put of that incarnation. The map's version is the
 //! highest of: the `joined` revision of every incarnation seen, and the
-//! revision of every delete seen. A node joins by a put, so its own join is
-//! newer than anything it missed before it watched; from then on it sees
-//! every event the others see. Nodes that saw the same events hold the same
-//! members, hence the same map and the same version; the version only grows.
+//! revision of every delete seen. A node that starts late reads each key's
+//! last entry: a member's latest put, or the marker its delete left, which
+//! the bucket keeps for good (it has no maximum age) — and that is enough:
+//! an incarnation's join is older than its delete, a delete older than the
+//! next join of the key. So every node that has read the bucket to the same
+//! revision holds the same members at the same version, however late it
+//! started; the version only grows, and never names two member sets.
 //!
 //! A member that stops refreshing is not dropped on a node's own clock:
 //! [`Membership::stale`] names it, the shell deletes its key (with the
@@ -374,31 +377,95 @@ mod tests {
         assert_eq!(m.map().owned_by("a"), 64);
     }
 
-    #[test]
-    fn a_late_watcher_computes_the_same_map() {
-        // `a` saw everything; `c` joined later and saw only the latest values.
-        let value = |node: &str, joined: Option<u64>| {
-            Member { node: node.into(), advertise: format!("{node}:1"), ws: String::new(), joined }.to_value()
-        };
-        let mut a = Membership::new(128, 5_000);
-        a.apply(put("a", 1, &value("a", None)), 0).unwrap();
-        a.apply(put("b", 2, &value("b", None)), 0).unwrap();
-        a.apply(put("a", 3, &value("a", Some(1))), 0).unwrap();
-        a.apply(Event::Delete { key: "b", revision: 4 }, 0).unwrap();
-        a.apply(put("c", 5, &value("c", None)), 0).unwrap();
-        let mut c = Membership::new(128, 5_000);
-        c.apply(put("a", 3, &value("a", Some(1))), 0).unwrap();
-        c.apply(Event::Delete { key: "b", revision: 4 }, 0).unwrap();
-        c.apply(put("c", 5, &value("c", None)), 0).unwrap();
-        assert_eq!(a.map(), c.map());
-        assert_eq!(a.map().version, 5);
-    }
-
     fn names() -> impl Strategy<Value = Vec<String>> {
         prop::collection::btree_set("[a-z0-9-]{1,12}", 1..12).prop_map(|s| s.into_iter().collect())
     }
 
+    /// What happens to one of four member keys: a new incarnation joins, the
+    /// current one refreshes, or the key is deleted.
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        Join(usize),
+        Refresh(usize),
+        Delete(usize),
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        let step = prop_oneof![
+            (0..4usize).prop_map(Step::Join),
+            (0..4usize).prop_map(Step::Refresh),
+            (0..4usize).prop_map(Step::Delete),
+        ];
+        prop::collection::vec(step, 1..40)
+    }
+
+    /// The bucket's history for `steps`: every event, in revision order.
+    fn history(steps: &[Step]) -> Vec<(String, u64, Option<Vec<u8>>)> {
+        let mut joined: [Option<u64>; 4] = [None; 4];
+        let mut out = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let revision = i as u64 + 1;
+            let (key, value) = match *step {
+                Step::Join(k) => {
+                    joined[k] = Some(revision);
+                    (k, Some(None))
+                }
+                Step::Refresh(k) => match joined[k] {
+                    Some(at) => (k, Some(Some(at))),
+                    None => continue,
+                },
+                Step::Delete(k) => {
+                    joined[k] = None;
+                    (k, None)
+                }
+            };
+            let node = format!("n{key}");
+            let value = value.map(|joined| {
+                Member { node: node.clone(), advertise: format!("{node}:1"), ws: String::new(), joined }.to_value()
+            });
+            out.push((node, revision, value));
+        }
+        out
+    }
+
+    fn watch<'a>(events: impl IntoIterator<Item = &'a (String, u64, Option<Vec<u8>>)>) -> Membership {
+        let mut m = Membership::new(64, 5_000);
+        for (key, revision, value) in events {
+            let event = match value {
+                Some(value) => put(key, *revision, value),
+                None => Event::Delete { key, revision: *revision },
+            };
+            m.apply(event, 0).unwrap();
+        }
+        m
+    }
+
     proptest! {
+        /// A node that starts late reads only each key's last entry (a
+        /// member's latest put, or the marker of its delete, which the
+        /// bucket keeps): it computes the very map of a node that saw every
+        /// event, version included. And along the history, a version never
+        /// names two different member sets.
+        #[test]
+        fn a_late_watcher_computes_the_same_map_and_versions_name_one_set(steps in steps()) {
+            let events = history(&steps);
+            let mut seen: std::collections::HashMap<u64, ClusterMap> = std::collections::HashMap::new();
+            for end in 0..=events.len() {
+                let all = watch(&events[..end]);
+                let mut last: BTreeMap<&str, &(String, u64, Option<Vec<u8>>)> = BTreeMap::new();
+                for event in &events[..end] {
+                    last.insert(&event.0, event);
+                }
+                let mut latest: Vec<_> = last.into_values().collect();
+                latest.sort_by_key(|e| e.1);
+                prop_assert_eq!(all.map(), watch(latest).map());
+                let map = all.map();
+                if let Some(before) = seen.insert(map.version, map.clone()) {
+                    prop_assert_eq!(before, map);
+                }
+            }
+        }
+
         #[test]
         fn every_partition_has_one_owner_among_the_members(names in names(), partitions in 1u32..2_048) {
             let map = map(&names, partitions);
