@@ -112,6 +112,34 @@ async fn refused_jwts_get_the_spec_errors() {
     assert_eq!(refused(&daemon, hs512.into(), Role::Client).await, Some(ErrorCode::BadToken));
 }
 
+/// What SIGHUP does to `[jwt]` (the in-process daemon's reload, as the
+/// signal handler calls it): the key files are read again, a new HS256
+/// secret replaces the old one, and a key file that no longer reads keeps
+/// the keys in force.
+#[tokio::test]
+async fn a_reload_reads_the_jwt_keys_again() {
+    let keys = Keys::new();
+    let mut daemon = Daemon::start_with(|c| keys.configure(c)).await;
+    let mut reloadable = daemon.running.take_reloadable().unwrap();
+    let claims = json!({"sub": "5", "exp": now() + 60, "aud": "heartline"});
+    let signed = |secret: &[u8]| -> Bytes {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap().into()
+    };
+    let (old, new) = (SECRET, b"the next HS256 secret, also 32 bytes or more".as_slice());
+    daemon.hello(Role::Client, signed(old), false, 0).await;
+    assert_eq!(refused(&daemon, signed(new), Role::Client).await, Some(ErrorCode::BadToken), "not before the reload");
+
+    std::fs::write(keys.path("hs256"), new).unwrap();
+    reloadable.reload(daemon.config.clone());
+    daemon.hello(Role::Client, signed(new), false, 0).await;
+    assert_eq!(refused(&daemon, signed(old), Role::Client).await, Some(ErrorCode::BadToken), "replaced");
+
+    std::fs::write(keys.path("hs256"), "short").unwrap();
+    reloadable.reload(daemon.config.clone());
+    daemon.hello(Role::Client, signed(new), false, 0).await;
+    daemon.hello(Role::Client, keys.mint(Algorithm::EdDSA, claims.clone()), false, 0).await;
+}
+
 #[tokio::test]
 async fn without_jwt_keys_jwts_are_bad_tokens() {
     let keys = Keys::new();

@@ -22,6 +22,7 @@
 //! - `aud` and `iss`: checked when `jwt.audience` / `jwt.issuer` are set.
 
 use std::path::Path;
+use std::sync::RwLock;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -84,6 +85,36 @@ pub enum JwtKeyError {
     ShortSecret { path: String },
     #[error("{path}: not a PEM EdDSA (Ed25519) or ES256 (P-256) public key")]
     NotAKey { path: String },
+}
+
+/// The `[jwt]` keys in force: read at start, read again on each reload
+/// (SIGHUP), swapped whole.
+///
+/// Rotating a signing key without refusing the tokens already out: list
+/// the old and the new public key in `jwt.public_keys`, reload, move the
+/// backend to the new key, drop the old one once its tokens have expired,
+/// reload. An HS256 secret has no such overlap: the new one replaces it.
+pub struct JwtSlot(RwLock<Option<JwtKeys>>);
+
+impl JwtSlot {
+    pub fn new(keys: Option<JwtKeys>) -> Self {
+        Self(RwLock::new(keys))
+    }
+
+    /// As [`JwtKeys::verify`]; [`JwtError::Disabled`] while `[jwt]` names no key.
+    pub fn verify(&self, token: &[u8], now_unix_s: u64) -> Result<Claims, JwtError> {
+        let keys = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        keys.as_ref().ok_or(JwtError::Disabled)?.verify(token, now_unix_s)
+    }
+
+    /// Reads `config`'s keys again, saying whether JWTs are accepted now;
+    /// on an error the keys in force stay.
+    pub fn reload(&self, config: &crate::config::Jwt) -> Result<bool, JwtKeyError> {
+        let keys = JwtKeys::load(config)?;
+        let enabled = keys.is_some();
+        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        Ok(enabled)
+    }
 }
 
 /// The keys and checks of `[jwt]`.

@@ -158,7 +158,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     create_dir(&config.data_dir)?;
     let secret_path = config.data_dir.join("secret");
     let secret = crate::auth::load_or_create_secret(&secret_path).map_err(StartError::Secret)?;
-    let jwt = jwt::JwtKeys::load(&config.jwt).map_err(StartError::Jwt)?;
+    let jwt = Arc::new(jwt::JwtSlot::new(jwt::JwtKeys::load(&config.jwt).map_err(StartError::Jwt)?));
     let store = Store::open(&config.data_dir.join("store"), config.store.durability).map_err(StartError::Store)?;
     let udp_keys = UdpKeys::generate().map_err(StartError::Secret)?;
     // Under socket activation systemd holds the sockets across restarts; `config.listen` and `config.udp` are unused then.
@@ -223,7 +223,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         presence: Presence::new(presence_config, now_ms()),
         feed: feed.clone(),
         keys: keys.clone(),
-        jwt,
+        jwt: jwt.clone(),
         udp_keys,
         udp_port: udp.port(),
         welcome: WelcomeSettings {
@@ -331,7 +331,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let status = format!("listening on {listening}");
     systemd::tell(&format!("READY=1\nSTATUS={status}"));
-    let reloadable = Reloadable { keys, limits, certs, secret_path, applied: config, status, stop };
+    let reloadable = Reloadable { keys, jwt, limits, certs, secret_path, applied: config, status, stop };
     Ok(Running { tcp, udp, admin, ws: ws_addr, tls: tls_addr, reloadable: Some(reloadable), shutdown, task })
 }
 

@@ -21,7 +21,7 @@ use heartline_proto::udp::Key;
 use heartline_proto::Stats;
 
 use super::api_sessions::ApiSessions;
-use super::jwt::{is_jwt, JwtError, JwtKeys};
+use super::jwt::{is_jwt, JwtSlot};
 use super::outbox::Interrupt;
 use super::registry::Registry;
 use super::reload::{Keys, Limits};
@@ -34,8 +34,8 @@ pub(crate) struct Node {
     /// The social graph, which is presence's block list too.
     pub(crate) feed: Arc<Feed>,
     pub(crate) keys: Arc<Keys>,
-    /// `[jwt]`; `None` when it names no key.
-    pub(crate) jwt: Option<JwtKeys>,
+    /// `[jwt]`, swapped by a reload.
+    pub(crate) jwt: Arc<JwtSlot>,
     pub(crate) udp_keys: UdpKeys,
     /// 0 when UDP is off.
     pub(crate) udp_port: u16,
@@ -99,8 +99,7 @@ impl Env for Node {
         if !is_jwt(token) {
             return self.keys.verify(token, now_s);
         }
-        let verified = self.jwt.as_ref().ok_or(JwtError::Disabled).and_then(|jwt| jwt.verify(token, now_s));
-        verified.map_err(|e| {
+        self.jwt.verify(token, now_s).map_err(|e| {
             tracing::debug!(error = %e, "JWT refused");
             e.auth()
         })

@@ -1,5 +1,5 @@
 //! What may change while the daemon runs, and SIGHUP, which changes it: the
-//! token secrets, the log filter, the limits (connection caps, rates,
+//! token secrets, the `[jwt]` keys, the log filter, the limits (connection caps, rates,
 //! per-connection bounds) and the TLS certificate (read again by
 //! [`super::tls::Certs`]: new handshakes use it).
 //!
@@ -218,7 +218,7 @@ impl Limits {
 }
 
 /// Settings a reload applies; every other difference needs a restart.
-const RELOADABLE: [&str; 14] = [
+const RELOADABLE: [&str; 18] = [
     "log",
     "limits.max_watch",
     "limits.outbound_queue",
@@ -233,6 +233,10 @@ const RELOADABLE: [&str; 14] = [
     "auth.rotation_window",
     "tls.cert",
     "tls.key",
+    "jwt.hs256_secret_file",
+    "jwt.public_keys",
+    "jwt.audience",
+    "jwt.issuer",
 ];
 /// Settings whose values are never logged.
 const SECRET_SETTINGS: [&str; 1] = ["admin.token"];
@@ -240,6 +244,7 @@ const SECRET_SETTINGS: [&str; 1] = ["admin.token"];
 /// What a reload changes, and where the secret lives.
 pub struct Reloadable {
     pub(crate) keys: Arc<Keys>,
+    pub(crate) jwt: Arc<super::jwt::JwtSlot>,
     pub(crate) limits: Arc<Limits>,
     /// The certificate of the TLS listeners, if any.
     pub(crate) certs: Option<Arc<super::tls::Certs>>,
@@ -308,6 +313,12 @@ impl Reloadable {
                 None => tracing::info!("token secret unchanged"),
             },
             Err(e) => tracing::error!(error = %e, "cannot read the secret file; keeping the current secret"),
+        }
+        // Read every time, as the secret file is: a key file may change under the same path.
+        match self.jwt.reload(&next.jwt) {
+            Ok(true) => tracing::info!("[jwt] keys read again"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "[jwt] keys refused; keeping the current ones"),
         }
         if let Some(certs) = &self.certs {
             match certs.reload(&next.tls) {
@@ -417,6 +428,7 @@ mod tests {
         let config = Config::default();
         let mut target = Reloadable {
             keys: Arc::new(Keys::new(crate::auth::load_or_create_secret(&secret_path).unwrap())),
+            jwt: Arc::new(crate::server::jwt::JwtSlot::new(None)),
             limits: Arc::new(Limits::new(&config.limits, None)),
             certs: None,
             secret_path,
