@@ -18,7 +18,7 @@
 //! and mask) and a TLS 1.3 record 22 (header, content type, AEAD tag).
 //!
 //! Kept cheap, since the load generator shares the cores it measures: one
-//! task per connection, no reader/writer split, read buffers of
+//! task per connection, no reader/writer split, WebSocket read buffers of
 //! [`READ_CHUNK`] (the daemon sends nothing unasked once a client is
 //! welcomed), and frames encoded once and written as they are.
 //!
@@ -33,11 +33,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use heartline_client::wire::{Connection, WireError};
+use heartline_client::wire::{Connection, Reader, WireError};
 use heartline_proto::{encode_frame, Device, FrameError, Hello, Message, MessageCodec, Role, Welcome, VERSION};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
@@ -171,45 +171,26 @@ impl ClientTransport for Connection {
     }
 }
 
-/// Frames over a byte stream (TLS here), read with the protocol's codec.
-pub(crate) struct Framed<S> {
-    io: S,
-    buf: BytesMut,
-    codec: MessageCodec,
-}
-
-/// TCP+TLS: the same frames as on TCP, inside TLS records.
-pub(crate) type Tls = Framed<TlsStream<TcpStream>>;
+/// TCP+TLS: the same frames as on TCP, inside TLS records, read by the
+/// SDK's wire reader.
+pub(crate) type Tls = Reader<TlsStream<TcpStream>>;
 
 impl ClientTransport for Tls {
     const MODE: &'static str = "tls";
 
     async fn open(addr: SocketAddr, tls: Option<&TlsDial>, source: u64) -> Result<Self> {
         let tls = tls_of(tls, Self::MODE)?;
-        let io = tls.connect(tcp_stream(addr, source).await?).await?;
-        Ok(Self { io, buf: BytesMut::new(), codec: MessageCodec::default() })
+        Ok(Reader::new(tls.connect(tcp_stream(addr, source).await?).await?))
     }
 
     async fn send_frame(&mut self, frame: &Bytes) -> Result<(), WireError> {
-        self.io.write_all(frame).await?;
-        Ok(self.io.flush().await?)
+        let io = self.get_mut();
+        io.write_all(frame).await?;
+        Ok(io.flush().await?)
     }
 
     async fn recv_frame(&mut self) -> Result<Message, WireError> {
-        loop {
-            if let Some(msg) = self.codec.next_message(&mut self.buf)? {
-                return Ok(msg);
-            }
-            self.buf.reserve(READ_CHUNK);
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return Err(if self.buf.is_empty() {
-                    WireError::Closed
-                } else {
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "the daemon closed the connection inside a frame")
-                        .into()
-                });
-            }
-        }
+        self.recv().await
     }
 }
 

@@ -52,7 +52,7 @@ use heartline_proto::{
     batch, encode_frame, limits, varint, BatchEntry, BatchError, Device, ErrorCode, FrameError, Hello, Message,
     MessageCodec, OpenEntry, Role, Text, Welcome, VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
@@ -132,17 +132,24 @@ pub fn encode_batch(entries: &[BatchEntry], dst: &mut BytesMut) -> Result<usize,
     Ok(dst.len() - start)
 }
 
-/// The receiving half: frames in, decoded.
-pub struct Reader {
-    read: OwnedReadHalf,
+/// The receiving half: frames in, decoded. Over TCP it reads the
+/// connection's read half; any other byte stream works the same (the load
+/// generator reads TLS this way, writing through [`get_mut`](Self::get_mut)).
+pub struct Reader<R = OwnedReadHalf> {
+    read: R,
     buf: BytesMut,
     codec: MessageCodec,
 }
 
-impl Reader {
+impl<R: AsyncRead + Unpin> Reader<R> {
     /// Reads frames of up to the protocol's limit from `read`.
-    pub fn new(read: OwnedReadHalf) -> Self {
+    pub fn new(read: R) -> Self {
         Self { read, buf: BytesMut::new(), codec: MessageCodec::default() }
+    }
+
+    /// The stream under the reader: write to it, never read from it.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.read
     }
 
     /// The next message. [`WireError::Closed`] when the peer closed the
