@@ -442,13 +442,13 @@ def enc_timeline(w, m):
     w.u8(m["limit"])
 
 MEMBER = checked(struct(("node", text(MAX_NODE, "MALFORMED")), ("addr", text(MAX_ADDR, "MALFORMED")),
-                        ("ws", text(MAX_ADDR, "MALFORMED"))),
+                        ("ws", text(MAX_ADDR, "MALFORMED")), ("tls", text(MAX_ADDR, "MALFORMED"))),
                  lambda m: m["node"] != "" and m["addr"] != "")
 REDIRECT = (lambda r: {"version": r.varint(), **MEMBER[0](r)},
             lambda w, m: (w.varint(m["version"]), MEMBER[1](w, m)))
 CLUSTER_MAP_REPLY = struct(REQ, ("version", VARINT),
                            ("partitions", checked(VARINT32, lambda v: 1 <= v <= MAX_PARTITIONS)),
-                           ("members", array(MAX_MEMBERS, "MALFORMED", 3, MEMBER)))
+                           ("members", array(MAX_MEMBERS, "MALFORMED", 4, MEMBER)))
 
 
 def newest_first(items):                                # PAGE order; else client-close (§4.30)

@@ -4,13 +4,16 @@
 //! user ends up on the owner; the REDIRECT is exactly the frame SPEC.md
 //! describes; a gateway reads the map, opens each user on its owner and
 //! gets MOVED elsewhere; when the owner dies, the client goes back through
-//! its seeds and lands on the new owner within TTL + 5 s.
+//! its seeds and lands on the new owner within TTL + 5 s; a TLS client is
+//! sent to the owner's TLS listener.
 //!
 //! Skipped with a message when `nats-server` is missing, failed under CI.
 
 mod common;
 #[path = "common/cluster.rs"]
 mod nodes;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -96,12 +99,7 @@ async fn clients_land_on_their_owner_gateways_route_and_a_dead_owner_is_replaced
     let mut got = Vec::new();
     tokio::time::timeout(PATIENCE, raw.read_to_end(&mut got)).await.unwrap().unwrap();
     let b_member = &map.members[1];
-    let redirect = Message::Redirect {
-        version: map.version,
-        node: "b".into(),
-        addr: b_member.addr.clone(),
-        ws: b_member.ws.clone(),
-    };
+    let redirect = Message::Redirect { version: map.version, owner: Box::new(b_member.clone()) };
     let mut expected = BytesMut::new();
     encode_frame(&redirect, &mut expected).unwrap();
     assert_eq!(hex::encode(&got), hex::encode(&expected), "one REDIRECT, then the server closed");
@@ -155,6 +153,40 @@ async fn clients_land_on_their_owner_gateways_route_and_a_dead_owner_is_replaced
     assert_eq!(client.addr(), successor);
     eprintln!("owner SIGKILLed: the client was on its new owner after {landed:?} (TTL {TTL:?})");
     assert!(client.session().is_some());
+    client.close().await.unwrap();
+    a.running.shutdown().await;
+    b.running.shutdown().await;
+}
+
+/// A client over TLS is redirected to the owner's TLS listener (REDIRECT's
+/// `tls`, which `cluster.advertise_tls` defaults to) and the SDK follows it
+/// with its own TLS settings, not to the owner's plain TCP port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_is_redirected_to_the_owner_s_tls_listener() {
+    let Some(nats) = Nats::ready().await else { return };
+    let pki = pki::Pki::new();
+    let leaf = pki.leaf("server");
+    let start = |name: &'static str, secret: Option<std::path::PathBuf>| {
+        Daemon::start_with(|c| {
+            if let Some(secret) = secret {
+                std::fs::copy(secret, c.data_dir.join("secret")).unwrap();
+            }
+            c.cluster = Some(cluster_settings(name, &nats.urls));
+            c.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+            (c.tls.cert, c.tls.key) = (Some(leaf.cert.clone()), Some(leaf.key.clone()));
+        })
+    };
+    let a = start("a", None).await;
+    let b = start("b", Some(a.config.data_dir.join("secret"))).await;
+    converge(&[a.running.admin, b.running.admin], &["a", "b"]).await;
+    let map = read_map(&mut a.gateway("edge", false).await).await;
+    let b_tls = b.running.tls.unwrap().to_string();
+    assert_eq!(map.members[1].tls.as_str(), b_tls, "advertise_tls defaults to the [tls] listener");
+
+    let mut config = ClientConfig::new(format!("tls://{}", a.running.tls.unwrap()), a.user_token(user_of(&map, "b")));
+    config.tls = Some(heartline_client::Tls::with_ca_file(&pki.ca_pem).unwrap());
+    let client = heartline_client::Client::connect(config).await.unwrap();
+    assert_eq!(client.addr(), format!("tls://{b_tls}"), "followed to b over TLS");
     client.close().await.unwrap();
     a.running.shutdown().await;
     b.running.shutdown().await;

@@ -401,12 +401,10 @@ mod cases {
                 "redirect",
                 Message::Redirect {
                     version: 42,
-                    node: text("hl-3"),
-                    addr: text("10.0.0.3:7400"),
-                    ws: text("wss://hl-3.example/ws"),
+                    owner: Box::new(member("hl-3", "10.0.0.3:7400", "wss://hl-3.example/ws", "10.0.0.3:7443")),
                 },
             ),
-            ("redirect_no_ws", Message::Redirect { version: 7, node: text("b"), addr: text("h:1"), ws: text("") }),
+            ("redirect_no_ws", Message::Redirect { version: 7, owner: Box::new(member("b", "h:1", "", "")) }),
             ("cluster_map", Message::ClusterMap { req: 9 }),
             (
                 "cluster_map_reply",
@@ -415,12 +413,8 @@ mod cases {
                     version: 42,
                     partitions: 1024,
                     members: vec![
-                        MapMember { node: text("hl-1"), addr: text("10.0.0.1:7400"), ws: text("") },
-                        MapMember {
-                            node: text("hl-2"),
-                            addr: text("10.0.0.2:7400"),
-                            ws: text("ws://10.0.0.2:7401/ws"),
-                        },
+                        member("hl-1", "10.0.0.1:7400", "", ""),
+                        member("hl-2", "10.0.0.2:7400", "ws://10.0.0.2:7401/ws", "10.0.0.2:7443"),
                     ],
                 },
             ),
@@ -430,10 +424,14 @@ mod cases {
                     req: 1,
                     version: 0,
                     partitions: 1,
-                    members: vec![MapMember { node: text("local"), addr: text("127.0.0.1:7400"), ws: text("") }],
+                    members: vec![member("local", "127.0.0.1:7400", "", "")],
                 },
             ),
         ]
+    }
+
+    fn member(node: &str, addr: &str, ws: &str, tls: &str) -> MapMember {
+        MapMember { node: node.into(), addr: addr.into(), ws: ws.into(), tls: tls.into() }
     }
 
     fn batch(entries: &[BatchEntry]) -> Message {
@@ -579,9 +577,10 @@ mod cases {
             ("welcome_truncated", framed("02 01"), Malformed),
             ("ok_missing_req", framed("06"), Malformed),
             ("deleted_push_short_id", framed("38 00000001"), Malformed),
-            ("redirect_empty_node", framed("07 01 00 03 683a31 00"), Malformed),
-            ("redirect_empty_addr", framed("07 01 0162 00 00"), Malformed),
+            ("redirect_empty_node", framed("07 01 00 03 683a31 00 00"), Malformed),
+            ("redirect_empty_addr", framed("07 01 0162 00 00 00"), Malformed),
             ("redirect_missing_ws", framed("07 01 0162 03 683a31"), Malformed),
+            ("redirect_missing_tls", framed("07 01 0162 03 683a31 00"), Malformed),
             ("cluster_map_reply_zero_partitions", framed("1a 01 01 00 00"), Malformed),
             ("cluster_map_reply_partitions_over_65536", framed("1a 01 01 81800400"), Malformed),
             ("cluster_map_reply_members_over_1024", framed("1a 01 01 01 8108"), Malformed),

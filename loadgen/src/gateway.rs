@@ -739,7 +739,7 @@ mod tests {
     fn map(names: &[&str]) -> ClusterMap {
         let members = names
             .iter()
-            .map(|n| MapMember { node: (*n).into(), addr: format!("{n}:7400").into(), ws: "".into() })
+            .map(|n| MapMember { node: (*n).into(), addr: format!("{n}:7400").into(), ws: "".into(), tls: "".into() })
             .collect();
         ClusterMap { version: 7, partitions: 1024, members }
     }

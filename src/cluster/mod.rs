@@ -143,6 +143,7 @@ struct Settings {
     refresh: Duration,
     advertise: String,
     advertise_ws: String,
+    advertise_tls: String,
 }
 
 /// Starts the shell: joins the cluster in the background and leaves it
@@ -163,6 +164,7 @@ pub fn start(
         refresh: config.refresh,
         advertise: config.advertise.clone().unwrap_or_else(|| listen.to_string()),
         advertise_ws: config.advertise_ws.clone().unwrap_or_default(),
+        advertise_tls: config.advertise_tls.clone().unwrap_or_default(),
     };
     let empty = Arc::new(ClusterMap::new(0, Vec::new(), config.partitions));
     let shared = Arc::new(Shared { node, joined: false.into(), map: RwLock::new(empty) });
@@ -279,6 +281,7 @@ async fn session(cluster: &Cluster, settings: &Settings, leave: &CancellationTok
         node: node.to_owned(),
         advertise: settings.advertise.clone(),
         ws: settings.advertise_ws.clone(),
+        tls: settings.advertise_tls.clone(),
         joined: None,
     };
     let mut revision = kv.put(node, me.to_value().into()).await?;

@@ -9,18 +9,8 @@
 
 use heartline_core::cluster::{self, ClusterMap};
 use heartline_core::conn::{Owner, RouteMap};
-use heartline_proto::MapMember;
 
 use super::Cluster;
-
-/// A member as the wire carries it.
-fn wire(member: &cluster::MapMember) -> MapMember {
-    MapMember {
-        node: member.node.as_str().into(),
-        addr: member.advertise.as_str().into(),
-        ws: member.ws.as_str().into(),
-    }
-}
 
 impl Cluster {
     fn map(&self) -> std::sync::Arc<ClusterMap> {
@@ -33,12 +23,16 @@ impl Cluster {
     pub fn owner_of(&self, user: u64) -> Option<Owner> {
         let map = self.map();
         let owner = map.owner_of_user(user).filter(|m| m.node != self.shared.node)?;
-        Some(Owner { version: map.version, member: wire(owner) })
+        Some(Owner { version: map.version, member: owner.wire() })
     }
 
     /// The latest map for CLUSTER_MAP_REPLY.
     pub fn route_map(&self) -> RouteMap {
         let map = self.map();
-        RouteMap { version: map.version, partitions: map.partitions(), members: map.members.iter().map(wire).collect() }
+        RouteMap {
+            version: map.version,
+            partitions: map.partitions(),
+            members: map.members.iter().map(cluster::MapMember::wire).collect(),
+        }
     }
 }

@@ -75,6 +75,11 @@ pub struct Cluster {
     /// listener's when it is enabled, else none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_ws: Option<String>,
+    /// The address TLS clients are sent to for the users this node owns
+    /// (`host:port`); unset: the `[tls]` listener's when it is enabled,
+    /// else none (a TLS client redirected here tries its other addresses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_tls: Option<String>,
     /// The JetStream key-value bucket of the members.
     pub bucket: String,
     /// Copies of the bucket JetStream keeps; unset: as many as `nats` has
@@ -97,6 +102,7 @@ impl Default for Cluster {
             partitions: heartline_core::cluster::DEFAULT_PARTITIONS,
             advertise: None,
             advertise_ws: None,
+            advertise_tls: None,
             bucket: "heartline-members".into(),
             replicas: None,
             ttl: Duration::from_secs(5),
@@ -124,8 +130,10 @@ impl Cluster {
             return Err("cluster.node must be 1 to 64 of A-Z, a-z, 0-9, _ and -".into());
         }
         let long = |a: &Option<String>| a.as_ref().is_some_and(|a| a.is_empty() || a.len() > MAX_ADDR);
-        if long(&self.advertise) || long(&self.advertise_ws) {
-            return Err(format!("cluster.advertise and cluster.advertise_ws must be 1 to {MAX_ADDR} bytes"));
+        if long(&self.advertise) || long(&self.advertise_ws) || long(&self.advertise_tls) {
+            return Err(format!(
+                "cluster.advertise, cluster.advertise_ws and cluster.advertise_tls must be 1 to {MAX_ADDR} bytes"
+            ));
         }
         if self.bucket.is_empty() || !self.bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             return Err("cluster.bucket must be letters, digits, _ and -".into());

@@ -241,6 +241,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             node: config.cluster.as_ref().and_then(|c| c.node.as_deref()).unwrap_or("local").into(),
             addr: tcp.to_string().into(),
             ws: websocket.clone().unwrap_or_default().into(),
+            tls: tls_addr.map(|a| a.to_string()).unwrap_or_default().into(),
         },
         remote: Default::default(),
     });
@@ -281,6 +282,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(settings) => {
             let mut settings = settings.clone();
             settings.advertise_ws = settings.advertise_ws.or_else(|| websocket.clone());
+            settings.advertise_tls = settings.advertise_tls.or_else(|| tls_addr.map(|a| a.to_string()));
             let (cluster, task) =
                 crate::cluster::start(&settings, tcp, shutdown.clone()).map_err(StartError::Cluster)?;
             let _ = node.cluster.set(cluster.clone());

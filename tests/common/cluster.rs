@@ -174,7 +174,13 @@ pub(crate) fn map_of(view: &ClusterInfo) -> ClusterMap {
     let members = view
         .members
         .iter()
-        .map(|m| MapMember { node: m.node.clone(), advertise: m.advertise.clone(), ws: String::new(), joined: 0 })
+        .map(|m| MapMember {
+            node: m.node.clone(),
+            advertise: m.advertise.clone(),
+            ws: String::new(),
+            tls: String::new(),
+            joined: 0,
+        })
         .collect();
     ClusterMap::new(0, members, view.partitions)
 }

@@ -37,7 +37,8 @@ impl ClusterMap {
     /// ```
     /// use heartline_client::route::ClusterMap;
     /// use heartline_client::proto::MapMember;
-    /// let member = |n: &str| MapMember { node: n.into(), addr: format!("{n}:7400").into(), ws: "".into() };
+    /// let member =
+    ///     |n: &str| MapMember { node: n.into(), addr: format!("{n}:7400").into(), ws: "".into(), tls: "".into() };
     /// let map = ClusterMap { version: 3, partitions: 1024, members: vec![member("hl-1"), member("hl-2"), member("hl-3")] };
     /// // SPEC.md §14.2's worked example: user 1 is hl-3's, user 3 hl-2's, user 4 hl-1's.
     /// assert_eq!(map.owner_of(1).unwrap().node.as_str(), "hl-3");

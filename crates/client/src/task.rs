@@ -25,8 +25,8 @@ use super::error::ClientError;
 use super::mailbox::{LiveBox, LiveEvent, WatchBox};
 use super::{ClientConfig, State};
 use heartline_proto::{
-    encode_frame, limits, udp, varint, HeartbeatState, Hello, Message, MessageCodec, Role, Status, Text, Welcome,
-    VERSION,
+    encode_frame, limits, udp, varint, HeartbeatState, Hello, MapMember, Message, MessageCodec, Role, Status, Text,
+    Welcome, VERSION,
 };
 
 /// A heartbeat interval below this (a server may announce any, even 0) is
@@ -178,6 +178,19 @@ pub(super) async fn connect(
     Err(last)
 }
 
+/// Where a REDIRECT sends this client (SPEC.md §14.3): the owner's TCP
+/// address, or over TLS its TLS listener (`tls://host:port`, with this
+/// client's TLS settings). An owner without a TLS listener is, to a TLS
+/// client, a connection loss: it tries its other addresses.
+fn redirected(owner: &MapMember, over_tls: bool) -> ClientError {
+    let addr = match (over_tls, owner.tls.as_str()) {
+        (false, _) => owner.addr.as_str().to_owned(),
+        (true, "") => return ClientError::Disconnected,
+        (true, tls) => format!("{}{tls}", crate::tls::SCHEME),
+    };
+    ClientError::Redirected { node: owner.node.as_str().into(), addr }
+}
+
 async fn handshake(config: &ClientConfig, addr: &str, resume: u64, status: Status) -> Result<Conn, ClientError> {
     let (hostport, host, tls_scheme) = crate::tls::endpoint(addr);
     let stream = TcpStream::connect(hostport).await?;
@@ -189,6 +202,7 @@ async fn handshake(config: &ClientConfig, addr: &str, resume: u64, status: Statu
         (None, true) => Some(crate::tls::Tls::system_roots()?),
         (None, false) => None,
     };
+    let over_tls = tls.is_some();
     let (reader, mut writer): (ReadHalf, WriteHalf) = match tls {
         Some(tls) => {
             let (reader, writer) = tokio::io::split(tls.connect(host, stream).await?);
@@ -217,9 +231,7 @@ async fn handshake(config: &ClientConfig, addr: &str, resume: u64, status: Statu
     let welcome = match reader.next().await {
         Some(Ok(Message::Welcome(welcome))) => welcome,
         Some(Ok(Message::Error { code, message, .. })) => return Err(ClientError::server(code, &message)),
-        Some(Ok(Message::Redirect { node, addr, .. })) => {
-            return Err(ClientError::Redirected { node: node.as_str().into(), addr: addr.as_str().into() })
-        }
+        Some(Ok(Message::Redirect { owner, .. })) => return Err(redirected(&owner, over_tls)),
         Some(Ok(other)) => return Err(unexpected(&other)),
         Some(Err(e)) => return Err(e.into()),
         None => return Err(ClientError::Disconnected),
@@ -790,8 +802,25 @@ mod tests {
         Message::Welcome(crate::wire::tests::welcome())
     }
 
+    fn owner(addr: &str, tls: &str) -> MapMember {
+        MapMember { node: "owner".into(), addr: addr.into(), ws: "".into(), tls: tls.into() }
+    }
+
     fn redirect(to: &str) -> Message {
-        Message::Redirect { version: 5, node: "owner".into(), addr: to.into(), ws: "".into() }
+        Message::Redirect { version: 5, owner: Box::new(owner(to, "")) }
+    }
+
+    #[test]
+    fn a_redirect_is_followed_over_the_client_s_transport() {
+        let to = |owner: &MapMember, over_tls| match redirected(owner, over_tls) {
+            ClientError::Redirected { addr, .. } => Some(addr),
+            ClientError::Disconnected => None,
+            other => panic!("{other:?}"),
+        };
+        let both = owner("h:7400", "h:7443");
+        assert_eq!(to(&both, false).as_deref(), Some("h:7400"));
+        assert_eq!(to(&both, true).as_deref(), Some("tls://h:7443"));
+        assert_eq!(to(&owner("h:7400", ""), true), None, "no TLS listener: a loss, the other addresses are tried");
     }
 
     /// An address nothing listens on.

@@ -66,6 +66,10 @@ pub struct Member {
     /// when it has none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ws: String,
+    /// Where TLS clients are sent (`host:port` of its TCP+TLS listener);
+    /// empty when it has none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls: String,
     /// The bucket revision of this incarnation's first put; absent in that
     /// first put itself (its own revision is meant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +106,7 @@ impl Member {
             || member.advertise.is_empty()
             || !addr(&member.advertise)
             || !addr(&member.ws)
+            || !addr(&member.tls)
         {
             return Err(MemberError::Name);
         }
@@ -115,7 +120,20 @@ pub struct MapMember {
     pub node: String,
     pub advertise: String,
     pub ws: String,
+    pub tls: String,
     pub joined: u64,
+}
+
+impl MapMember {
+    /// The member as REDIRECT and CLUSTER_MAP_REPLY carry it (SPEC.md §14.3).
+    pub fn wire(&self) -> heartline_proto::MapMember {
+        heartline_proto::MapMember {
+            node: self.node.as_str().into(),
+            addr: self.advertise.as_str().into(),
+            ws: self.ws.as_str().into(),
+            tls: self.tls.as_str().into(),
+        }
+    }
 }
 
 /// Who owns each partition, at one version.
@@ -206,8 +224,8 @@ pub enum Event<'a> {
 /// A member as the state machine tracks it.
 #[derive(Clone, Debug)]
 struct Tracked {
-    advertise: String,
-    ws: String,
+    /// Its latest value, `joined` filled in.
+    member: Member,
     joined: u64,
     /// The revision of its latest put.
     revision: u64,
@@ -236,22 +254,20 @@ impl Membership {
     pub fn apply(&mut self, event: Event<'_>, now_ms: u64) -> Result<bool, MemberError> {
         match event {
             Event::Put { key, revision, value } => {
-                let member = Member::from_value(key, value)?;
-                let joined = member.joined.unwrap_or(revision);
+                let mut member = Member::from_value(key, value)?;
+                let joined = *member.joined.get_or_insert(revision);
                 let changed = match self.members.get_mut(key) {
                     Some(t) if t.joined == joined => {
                         t.revision = t.revision.max(revision);
                         t.seen_ms = now_ms;
-                        (t.advertise != member.advertise || t.ws != member.ws) && {
-                            t.advertise = member.advertise;
-                            t.ws = member.ws;
+                        // A refresh changes nothing, unless its addresses changed.
+                        t.member != member && {
+                            t.member = member;
                             true
                         }
                     }
                     _ => {
-                        let tracked =
-                            Tracked { advertise: member.advertise, ws: member.ws, joined, revision, seen_ms: now_ms };
-                        self.members.insert(key.to_owned(), tracked);
+                        self.members.insert(key.to_owned(), Tracked { member, joined, revision, seen_ms: now_ms });
                         true
                     }
                 };
@@ -291,8 +307,9 @@ impl Membership {
             .iter()
             .map(|(node, t)| MapMember {
                 node: node.clone(),
-                advertise: t.advertise.clone(),
-                ws: t.ws.clone(),
+                advertise: t.member.advertise.clone(),
+                ws: t.member.ws.clone(),
+                tls: t.member.tls.clone(),
                 joined: t.joined,
             })
             .collect();
@@ -307,7 +324,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn member(node: &str) -> MapMember {
-        MapMember { node: node.into(), advertise: format!("{node}:7400"), ws: String::new(), joined: 1 }
+        MapMember {
+            node: node.into(),
+            advertise: format!("{node}:7400"),
+            ws: String::new(),
+            tls: String::new(),
+            joined: 1,
+        }
     }
 
     fn map(names: &[String], partitions: u32) -> ClusterMap {
@@ -345,7 +368,14 @@ mod tests {
     fn names_and_values_are_checked() {
         assert!(valid_name("node-1_a"));
         assert!(!valid_name("") && !valid_name("a.b") && !valid_name(&"a".repeat(65)));
-        let value = Member { node: "a".into(), advertise: "h:1".into(), ws: String::new(), joined: Some(3) }.to_value();
+        let value = Member {
+            node: "a".into(),
+            advertise: "h:1".into(),
+            ws: String::new(),
+            tls: String::new(),
+            joined: Some(3),
+        }
+        .to_value();
         assert_eq!(Member::from_value("a", &value).unwrap().joined, Some(3));
         assert_eq!(Member::from_value("b", &value), Err(MemberError::Name));
         assert_eq!(Member::from_value("a", b"{"), Err(MemberError::Json));
@@ -355,14 +385,24 @@ mod tests {
     #[test]
     fn joins_refreshes_deletes_and_versions() {
         let mut m = Membership::new(64, 5_000);
-        let a = Member { node: "a".into(), advertise: "a:1".into(), ws: String::new(), joined: None }.to_value();
+        let a =
+            Member { node: "a".into(), advertise: "a:1".into(), ws: String::new(), tls: String::new(), joined: None }
+                .to_value();
         assert_eq!(m.apply(put("a", 3, &a), 0), Ok(true));
         assert_eq!((m.version(), m.joined("a")), (3, Some(3)));
-        let refresh =
-            Member { node: "a".into(), advertise: "a:1".into(), ws: String::new(), joined: Some(3) }.to_value();
+        let refresh = Member {
+            node: "a".into(),
+            advertise: "a:1".into(),
+            ws: String::new(),
+            tls: String::new(),
+            joined: Some(3),
+        }
+        .to_value();
         assert_eq!(m.apply(put("a", 5, &refresh), 1_000), Ok(false), "a refresh changes nothing");
         assert_eq!(m.version(), 3);
-        let b = Member { node: "b".into(), advertise: "b:1".into(), ws: String::new(), joined: None }.to_value();
+        let b =
+            Member { node: "b".into(), advertise: "b:1".into(), ws: String::new(), tls: String::new(), joined: None }
+                .to_value();
         assert_eq!(m.apply(put("b", 6, &b), 1_000), Ok(true));
         assert_eq!(m.version(), 6);
         assert!(m.stale("a", 6_000).is_empty());
@@ -421,7 +461,14 @@ mod tests {
             };
             let node = format!("n{key}");
             let value = value.map(|joined| {
-                Member { node: node.clone(), advertise: format!("{node}:1"), ws: String::new(), joined }.to_value()
+                Member {
+                    node: node.clone(),
+                    advertise: format!("{node}:1"),
+                    ws: String::new(),
+                    tls: String::new(),
+                    joined,
+                }
+                .to_value()
             });
             out.push((node, revision, value));
         }

@@ -180,7 +180,13 @@ mod tests {
     fn map(names: &[&str]) -> ClusterMap {
         let members = names
             .iter()
-            .map(|n| MapMember { node: (*n).into(), advertise: format!("{n}:1"), ws: String::new(), joined: 1 })
+            .map(|n| MapMember {
+                node: (*n).into(),
+                advertise: format!("{n}:1"),
+                ws: String::new(),
+                tls: String::new(),
+                joined: 1,
+            })
             .collect();
         ClusterMap::new(1, members, 64)
     }

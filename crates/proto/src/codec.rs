@@ -69,7 +69,7 @@ const MIN_ID: usize = 1;
 const MIN_OPEN_ENTRY: usize = 3;
 const MIN_PRESENCE_ENTRY: usize = 5;
 const MIN_ITEM: usize = 11;
-const MIN_MAP_MEMBER: usize = 3;
+const MIN_MAP_MEMBER: usize = 4;
 
 impl Message {
     /// The frame type code of this message.
@@ -224,16 +224,16 @@ impl Message {
             }
             Message::ItemPush(item) => put_item(dst, item),
             Message::DeletedPush { post } => dst.put_u64(*post),
-            Message::Redirect { version, node, addr, ws } => {
+            Message::Redirect { version, owner } => {
                 varint::put(dst, *version);
-                put_member(dst, node, addr, ws);
+                put_member(dst, owner);
             }
             Message::ClusterMapReply { req, version, partitions, members } => {
                 varint::put(dst, *req);
                 varint::put(dst, *version);
                 varint::put(dst, (*partitions).into());
                 varint::put(dst, members.len() as u64);
-                members.iter().for_each(|m| put_member(dst, &m.node, &m.addr, &m.ws));
+                members.iter().for_each(|m| put_member(dst, m));
             }
         }
     }
@@ -317,8 +317,7 @@ impl Message {
             DELETED_PUSH => Message::DeletedPush { post: r.u64("post")? },
             REDIRECT => {
                 let version = r.varint("version")?;
-                let MapMember { node, addr, ws } = decode_member(&mut r)?;
-                Message::Redirect { version, node, addr, ws }
+                Message::Redirect { version, owner: Box::new(decode_member(&mut r)?) }
             }
             CLUSTER_MAP => Message::ClusterMap { req: r.req()? },
             CLUSTER_MAP_REPLY => {
@@ -534,21 +533,22 @@ fn text(r: &mut Reader, max: usize, over: ErrorCode, what: &'static str) -> Resu
     Text::from_utf8(bytes).map_err(|_| r.malformed(what))
 }
 
-fn put_member(dst: &mut BytesMut, node: &Text, addr: &Text, ws: &Text) {
-    for field in [node, addr, ws] {
+fn put_member(dst: &mut BytesMut, MapMember { node, addr, ws, tls }: &MapMember) {
+    for field in [node, addr, ws, tls] {
         put_bytes(dst, field.as_bytes());
     }
 }
 
-/// `node text(64)`, `addr text(255)`, `ws text(255)`; `node` and `addr` not empty.
+/// `node text(64)`, `addr text(255)`, `ws text(255)`, `tls text(255)`; `node` and `addr` not empty.
 fn decode_member(r: &mut Reader) -> Result<MapMember, DecodeError> {
     let node = text(r, route::MAX_NODE, ErrorCode::Malformed, "node")?;
     let addr = text(r, route::MAX_ADDR, ErrorCode::Malformed, "addr")?;
     let ws = text(r, route::MAX_ADDR, ErrorCode::Malformed, "ws")?;
+    let tls = text(r, route::MAX_ADDR, ErrorCode::Malformed, "tls")?;
     if node.is_empty() || addr.is_empty() {
         return Err(r.malformed("empty node or addr"));
     }
-    Ok(MapMember { node, addr, ws })
+    Ok(MapMember { node, addr, ws, tls })
 }
 
 fn enumerated<T: TryFrom<u8>>(r: &mut Reader, what: &'static str) -> Result<T, DecodeError> {

@@ -361,11 +361,10 @@ pub enum Message {
     Redirect {
         /// The cluster map's version that named the owner.
         version: u64,
-        node: Text,
-        /// `host:port` of the owner's TCP listener.
-        addr: Text,
-        /// The owner's WebSocket URL; empty when it has none.
-        ws: Text,
+        /// Flat in JSON (the vectors' form): `version`, `node`, `addr`, `ws`,
+        /// `tls`. Boxed: four texts inline would make every message larger.
+        #[serde(flatten)]
+        owner: Box<MapMember>,
     },
     /// A gateway asks for the cluster map (SPEC.md §14.4).
     ClusterMap {
@@ -379,12 +378,17 @@ pub enum Message {
     },
 }
 
-/// One member of a CLUSTER_MAP_REPLY.
+/// A cluster member as the wire names it: the owner in a REDIRECT, each
+/// member of a CLUSTER_MAP_REPLY (SPEC.md §14.3, §14.4).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapMember {
     pub node: Text,
+    /// `host:port` of its TCP listener.
     pub addr: Text,
+    /// Its WebSocket URL; empty when it has none.
     pub ws: Text,
+    /// `host:port` of its TCP+TLS listener; empty when it has none.
+    pub tls: Text,
 }
 
 impl Message {

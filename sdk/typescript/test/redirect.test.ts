@@ -46,7 +46,7 @@ const WELCOME: Message = {
   udpKey: new Uint8Array(16),
 };
 
-const redirect = (ws: string): Message => ({ type: "REDIRECT", version: 4n, node: "owner", addr: "127.0.0.1:1", ws });
+const redirect = (ws: string): Message => ({ type: "REDIRECT", version: 4n, node: "owner", addr: "127.0.0.1:1", ws, tls: "" });
 
 describe("seed lists and REDIRECT", () => {
   const servers: WebSocketServer[] = [];

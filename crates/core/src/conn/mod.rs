@@ -438,9 +438,9 @@ impl Connection {
         let presence = env.presence();
         let (session, udp_peer) = match (hello.role, claims.subject) {
             (Role::Client, Subject::User(user)) => {
-                if let Some(Owner { version, member: MapMember { node, addr, ws } }) = env.owner_of(user) {
+                if let Some(Owner { version, member }) = env.owner_of(user) {
                     // No session here: the client reconnects to the owner (SPEC.md §14.3).
-                    return self.close(Some(Message::Redirect { version, node, addr, ws }), out);
+                    return self.close(Some(Message::Redirect { version, owner: Box::new(member) }), out);
                 }
                 let resumed = hello.resume != 0 && presence.resume(hello.resume, user, self.id, udp, now_ms);
                 let session = if resumed {

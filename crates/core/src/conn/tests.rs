@@ -92,7 +92,7 @@ impl Env for World {
     fn owner_of(&self, user: u64) -> Option<Owner> {
         let (map, me) = self.cluster.as_ref()?;
         let owner = map.owner_of_user(user).filter(|m| m.node != *me)?;
-        Some(Owner { version: map.version, member: wire_member(owner) })
+        Some(Owner { version: map.version, member: owner.wire() })
     }
 
     fn cluster_map(&self) -> RouteMap {
@@ -100,19 +100,20 @@ impl Env for World {
             Some((map, _)) => RouteMap {
                 version: map.version,
                 partitions: map.partitions(),
-                members: map.members.iter().map(wire_member).collect(),
+                members: map.members.iter().map(crate::cluster::MapMember::wire).collect(),
             },
             None => RouteMap {
                 version: 0,
                 partitions: 1,
-                members: vec![MapMember { node: "local".into(), addr: "127.0.0.1:7400".into(), ws: Text::default() }],
+                members: vec![MapMember {
+                    node: "local".into(),
+                    addr: "127.0.0.1:7400".into(),
+                    ws: Text::default(),
+                    tls: Text::default(),
+                }],
             },
         }
     }
-}
-
-fn wire_member(m: &crate::cluster::MapMember) -> MapMember {
-    MapMember { node: m.node.as_str().into(), addr: m.advertise.as_str().into(), ws: m.ws.as_str().into() }
 }
 
 impl World {
@@ -133,15 +134,20 @@ impl World {
     }
 
     /// This node is `me` in a cluster of hl-1, hl-2 and hl-3 (map version 9,
-    /// 1,024 partitions; hl-2 has a WebSocket URL).
+    /// 1,024 partitions; hl-2 has a WebSocket URL and a TLS listener).
     fn in_cluster(&mut self, me: &'static str) {
-        let member = |node: &str, ws: &str| crate::cluster::MapMember {
+        let member = |node: &str, ws: &str, tls: &str| crate::cluster::MapMember {
             node: node.into(),
             advertise: format!("{node}.example:7400"),
             ws: ws.into(),
+            tls: tls.into(),
             joined: 1,
         };
-        let members = vec![member("hl-1", ""), member("hl-2", "wss://hl-2.example/ws"), member("hl-3", "")];
+        let members = vec![
+            member("hl-1", "", ""),
+            member("hl-2", "wss://hl-2.example/ws", "hl-2.example:7443"),
+            member("hl-3", "", ""),
+        ];
         self.cluster = Some((crate::cluster::ClusterMap::new(9, members, 1_024), me));
     }
 
@@ -753,8 +759,9 @@ fn a_client_of_a_user_owned_elsewhere_is_redirected_and_gets_no_session() {
     w.take(watcher);
     let id = w.connect();
     w.send(id, World::hello(Role::Client, w.user_token(1), 0));
-    let redirect =
-        Message::Redirect { version: 9, node: "hl-3".into(), addr: "hl-3.example:7400".into(), ws: Text::default() };
+    let owner =
+        MapMember { node: "hl-3".into(), addr: "hl-3.example:7400".into(), ws: Text::default(), tls: Text::default() };
+    let redirect = Message::Redirect { version: 9, owner: Box::new(owner) };
     assert_eq!(w.take(id), vec![redirect]);
     assert!(w.closed(id));
     assert_eq!(w.presence.totals().sessions, 0);
@@ -762,11 +769,11 @@ fn a_client_of_a_user_owned_elsewhere_is_redirected_and_gets_no_session() {
     // A resume is redirected too: the session, if any, is the owner's.
     let id = w.connect();
     w.send(id, World::hello(Role::Client, w.user_token(1), 77));
-    assert!(matches!(w.take(id).as_slice(), [Message::Redirect { node, .. }] if node.as_str() == "hl-3"));
+    assert!(matches!(w.take(id).as_slice(), [Message::Redirect { owner, .. }] if owner.node.as_str() == "hl-3"));
 }
 
 #[test]
-fn redirects_carry_the_owner_s_websocket_url_and_the_owner_welcomes() {
+fn redirects_carry_the_owner_s_websocket_url_and_tls_address_and_the_owner_welcomes() {
     let mut w = World::new();
     w.in_cluster("hl-1");
     let (mine, _) = w.users_of("hl-1");
@@ -774,10 +781,11 @@ fn redirects_carry_the_owner_s_websocket_url_and_the_owner_welcomes() {
     let id = w.connect();
     w.send(id, World::hello(Role::Client, w.user_token(on_hl2), 0));
     match w.take(id).as_slice() {
-        [Message::Redirect { version: 9, node, addr, ws }] => {
+        [Message::Redirect { version: 9, owner }] => {
+            let MapMember { node, addr, ws, tls } = &**owner;
             assert_eq!(
-                (node.as_str(), addr.as_str(), ws.as_str()),
-                ("hl-2", "hl-2.example:7400", "wss://hl-2.example/ws")
+                (node.as_str(), addr.as_str(), ws.as_str(), tls.as_str()),
+                ("hl-2", "hl-2.example:7400", "wss://hl-2.example/ws", "hl-2.example:7443")
             );
         }
         other => panic!("no REDIRECT: {other:?}"),

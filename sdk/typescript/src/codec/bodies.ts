@@ -143,15 +143,16 @@ interface BodyCodec<T extends MessageType, F> {
   encode: (w: BodyWriter, m: F) => void;
 }
 
-const MAP_MEMBER_MIN_SIZE = 3;
+const MAP_MEMBER_MIN_SIZE = 4;
 
-/** `node text(64)`, `addr text(255)`, `ws text(255)`; node and addr not empty (§14.3). */
+/** `node text(64)`, `addr text(255)`, `ws text(255)`, `tls text(255)`; node and addr not empty (§14.3). */
 function readMember(r: BodyReader): MapMember {
   const node = r.text(MAX_NODE, "MALFORMED");
   const addr = r.text(MAX_ADDR, "MALFORMED");
   const ws = r.text(MAX_ADDR, "MALFORMED");
+  const tls = r.text(MAX_ADDR, "MALFORMED");
   if (node === "" || addr === "") fail("empty node or addr");
-  return { node, addr, ws };
+  return { node, addr, ws, tls };
 }
 
 function writeMember(w: BodyWriter, m: MapMember): void {
@@ -159,6 +160,7 @@ function writeMember(w: BodyWriter, m: MapMember): void {
   w.text(m.node, MAX_NODE, "node");
   w.text(m.addr, MAX_ADDR, "addr");
   w.text(m.ws, MAX_ADDR, "ws");
+  w.text(m.tls, MAX_ADDR, "tls");
 }
 
 function reqOnly<T extends "OK" | "STATS" | "CLUSTER_MAP">(type: T): BodyCodec<T, { req: bigint }> {

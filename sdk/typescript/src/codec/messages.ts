@@ -235,6 +235,8 @@ export interface MapMember {
   addr: string;
   /** WebSocket URL; empty when the member has none. */
   ws: string;
+  /** TCP+TLS `host:port`; empty when the member has none. */
+  tls: string;
 }
 
 /** Sent instead of WELCOME: another server owns the user (§14.3). */
