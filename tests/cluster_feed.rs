@@ -200,6 +200,12 @@ async fn home(reader: &mut Client) -> BTreeSet<u64> {
     }
 }
 
+/// The first page (10) of `author`'s own timeline, as `reader` sees it.
+async fn author_page(reader: &mut Client, author: u64) -> Message {
+    ask(reader, |req| Message::Timeline { req, source: Source::Author(author), cursor: Cursor::default(), limit: 10 })
+        .await
+}
+
 /// Waits until server `i` is a current replica of the feed stream.
 async fn current_replica(urls: &[String], i: usize) {
     let client = async_nats::connect(urls).await.unwrap();
@@ -440,25 +446,13 @@ async fn writes_reach_every_node_and_a_restarted_node_catches_up() {
     let mut follower = b.user(reader).await;
     // The block ended the follow: b learnt it from the stream too.
     home_converges(&mut follower, &[], &[second, third]).await;
-    let reply = ask(&mut follower, |req| Message::Timeline {
-        req,
-        source: Source::Author(author),
-        cursor: Cursor::default(),
-        limit: 10,
-    })
-    .await;
+    let reply = author_page(&mut follower, author).await;
     assert!(matches!(&reply, Message::Page { items, .. } if items.is_empty()), "blocked: {reply:?}");
     let applied = b.metric("heartline_feed_stream_applied").await;
     assert!(applied >= 6, "follow, three posts, a delete and a block applied on b: {applied}");
     assert!(a.metric("heartline_feed_stream_acked").await >= applied);
     let mut third_party = b.user(stranger).await;
-    let reply = ask(&mut third_party, |req| Message::Timeline {
-        req,
-        source: Source::Author(author),
-        cursor: Cursor::default(),
-        limit: 10,
-    })
-    .await;
+    let reply = author_page(&mut third_party, author).await;
     let Message::Page { items, .. } = reply else { panic!("{reply:?}") };
     assert_eq!(items.iter().map(|i| i.post).collect::<Vec<_>>(), [third, second]);
     a.running.shutdown().await;

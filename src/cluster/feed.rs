@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::Backoff;
 use crate::config;
 use crate::server::feed::{blocking, delete_stored, edge_writes, post_stored, FeedShell};
 use crate::server::now_ms;
@@ -251,7 +252,7 @@ struct Session {
 
 impl Session {
     async fn run(self, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(super::FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             // Connecting may take a while; a shutdown does not wait for it.
             let ended = tokio::select! {
@@ -263,11 +264,9 @@ impl Session {
                 Err(e) => tracing::warn!(error = %e, "feed stream unreachable; trying again"),
             }
             self.log.set_context(None);
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&stop).await {
+                break;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         self.log.set_context(None);
         self.log.save(&self.shell.store).await;
@@ -305,7 +304,7 @@ impl Session {
 
     /// Ordered consumers from the last applied entry on, one after another, until `stop`.
     async fn consume(&self, client: &async_nats::Client, stream: &mut stream::Stream, stop: &CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(super::FIRST_BACKOFF, STALLED);
         let mut saved = Instant::now();
         let mut dirty = false;
         loop {
@@ -327,18 +326,13 @@ impl Session {
                 Ok(messages) => messages,
                 Err(e) => {
                     tracing::warn!(error = %e, start_sequence, "cannot consume the feed stream; trying again");
-                    if self.catch_up(stream, stop).await.is_none() {
+                    if self.catch_up(stream, stop).await.is_none() || !backoff.wait(stop).await {
                         return;
                     }
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(STALLED);
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             let (mut heard, mut probed) = (Instant::now(), Instant::now());
             let mut tick = tokio::time::interval(STALLED / 4);
             loop {
@@ -489,7 +483,7 @@ impl Session {
         write: impl Fn(&Store) -> Result<T, StoreError> + Send + Sync + 'static,
     ) -> Option<T> {
         let write = Arc::new(write);
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), MAX_BACKOFF);
         loop {
             let attempt = write.clone();
             match blocking(&self.shell, move |store| attempt(store)).await {
@@ -497,11 +491,9 @@ impl Session {
                 Some(Err(e)) => tracing::debug!(error = %e, "cannot apply the feed stream to the store; waiting"),
                 None => tracing::error!("a store write panicked while applying the feed stream; trying again"),
             }
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(stop).await {
+                return None;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 }

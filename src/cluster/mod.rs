@@ -16,6 +16,7 @@
 
 mod route;
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub mod presence;
 
 /// Longest pause between attempts to reach NATS again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First pause between attempts to reach NATS again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a graceful leave may take.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting to NATS may take, per attempt.
@@ -43,6 +46,34 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ClusterError {
     #[error("cluster.node is unset and the host name ({0:?}) is not a valid node name: set cluster.node")]
     Hostname(String),
+}
+
+/// The pause between attempts at something that failed: it doubles from
+/// `first` up to `max`, and starts over after a success ([`reset`](Self::reset)).
+pub(crate) struct Backoff {
+    first: Duration,
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(first: Duration, max: Duration) -> Self {
+        Self { first, next: first, max }
+    }
+
+    /// Waits the pause, doubling the next one; false when `stop` came first.
+    pub(crate) async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let pause = self.next;
+        self.next = (self.next * 2).min(self.max);
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(pause) => true,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = self.first;
+    }
 }
 
 /// Why connecting to NATS failed (the caller tries again).
@@ -66,10 +97,8 @@ pub(crate) async fn connect(name: String, urls: &[String]) -> Result<async_nats:
 enum SessionError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("cannot create the members bucket: {0}")]
-    CreateBucket(jetstream::context::CreateStreamError),
-    #[error("cannot open the members bucket: {0}")]
-    Bucket(#[from] jetstream::context::KeyValueError),
+    #[error("the members bucket: {0}")]
+    Bucket(#[from] BucketError),
     #[error("cannot watch the members bucket: {0}")]
     Watch(#[from] kv::WatchError),
     #[error("the watch of the members bucket failed: {0}")]
@@ -95,7 +124,7 @@ pub struct Status {
 
 struct Shared {
     node: String,
-    joined: std::sync::atomic::AtomicBool,
+    joined: AtomicBool,
     map: RwLock<Arc<ClusterMap>>,
 }
 
@@ -108,18 +137,18 @@ pub struct Cluster {
 impl Cluster {
     /// The node's name, whether it has joined, and the latest map.
     pub fn status(&self) -> Status {
-        let map = self.shared.map.read().map_or_else(|e| e.into_inner().clone(), |m| m.clone());
-        Status {
-            node: self.shared.node.clone(),
-            joined: self.shared.joined.load(std::sync::atomic::Ordering::Relaxed),
-            map,
-        }
+        Status { node: self.shared.node.clone(), joined: self.shared.joined.load(Relaxed), map: self.map() }
+    }
+
+    /// The latest map.
+    fn map(&self) -> Arc<ClusterMap> {
+        self.shared.map.read().map_or_else(|e| e.into_inner().clone(), |m| m.clone())
     }
 
     fn publish(&self, membership: &Membership) {
         let map = Arc::new(membership.map());
         let joined = membership.joined(&self.shared.node).is_some();
-        self.shared.joined.store(joined, std::sync::atomic::Ordering::Relaxed);
+        self.shared.joined.store(joined, Relaxed);
         tracing::info!(
             version = map.version,
             members = map.members.len(),
@@ -196,34 +225,23 @@ fn hostname() -> Result<String, ClusterError> {
 
 /// Sessions with NATS, one after another, until `leave`.
 async fn run(cluster: Cluster, settings: Settings, leave: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         match session(&cluster, &settings, &leave).await {
             Ok(()) => return,
             Err(e) => tracing::warn!(error = %e, "cluster membership interrupted; joining again"),
         }
-        cluster.shared.joined.store(false, std::sync::atomic::Ordering::Relaxed);
-        tokio::select! {
-            _ = leave.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+        cluster.shared.joined.store(false, Relaxed);
+        if !backoff.wait(&leave).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// Opens the bucket, creating it if missing (several nodes may race: the
-/// same configuration is accepted twice by JetStream).
-///
-/// The bucket's stream is created here by the key-value conventions
-/// (`KV_<bucket>`, subjects `$KV.<bucket>.>`) rather than with the client's
-/// `create_key_value`: that reads the account's info first, in a form
-/// nats-server 2.9 does not send.
+/// Opens the members' bucket, creating it if missing (several nodes may
+/// race: the same configuration is accepted twice by JetStream).
 async fn bucket(js: &jetstream::Context, settings: &Settings) -> Result<kv::Store, SessionError> {
     let config = jetstream::stream::Config {
-        name: format!("KV_{}", settings.bucket),
-        description: Some("heartline cluster members".into()),
-        subjects: vec![format!("$KV.{}.>", settings.bucket)],
-        max_messages_per_subject: 1,
         // No max_age: a delete marker must outlive every node that missed
         // the delete, or a node starting later computes a lower version for
         // the same members (core::cluster, "Versions"). Members of a cluster
@@ -231,16 +249,27 @@ async fn bucket(js: &jetstream::Context, settings: &Settings) -> Result<kv::Stor
         max_message_size: heartline_core::cluster::MAX_VALUE as i32,
         storage: jetstream::stream::StorageType::Memory,
         num_replicas: settings.replicas,
+        ..kv_stream(&settings.bucket, "heartline cluster members")
+    };
+    Ok(ensure_bucket(js, &settings.bucket, config).await?)
+}
+
+/// The stream of key-value bucket `name` by the key-value conventions
+/// (`KV_<name>`, subjects `$KV.<name>.>`, the last value of each key).
+/// Buckets are created this way rather than with the client's
+/// `create_key_value`: that reads the account's info first, in a form
+/// nats-server 2.9 does not send.
+pub(crate) fn kv_stream(name: &str, description: &str) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
         discard: jetstream::stream::DiscardPolicy::New,
         ..Default::default()
-    };
-    match ensure_bucket(js, &settings.bucket, config).await {
-        Ok(store) => Ok(store),
-        Err(BucketError::Create(e)) => Err(SessionError::CreateBucket(e)),
-        Err(BucketError::Open(e)) => Err(SessionError::Bucket(e)),
     }
 }
 
@@ -254,7 +283,7 @@ pub(crate) enum BucketError {
 }
 
 /// Opens the key-value bucket `name`, first creating its stream with
-/// `config` (named `KV_<name>`, subjects `$KV.<name>.>`) when it is missing.
+/// `config` ([`kv_stream`]'s, adjusted) when it is missing.
 pub(crate) async fn ensure_bucket(
     js: &jetstream::Context,
     name: &str,

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::Cluster;
+use super::{Backoff, Cluster, FIRST_BACKOFF, MAX_BACKOFF};
 use crate::config;
 
 /// Subjects: diffs per partition, queries per node.
@@ -55,12 +55,10 @@ const MAP_POLL: Duration = Duration::from_millis(50);
 const LAST_SEEN_FLUSH: Duration = Duration::from_secs(1);
 /// How long reading one last seen from the bucket may hold an answer.
 const LAST_SEEN_READ: Duration = Duration::from_millis(500);
-/// Bucket writes in flight at once.
-const LAST_SEEN_WRITES: usize = 256;
+/// Bucket reads or writes in flight at once.
+const LAST_SEEN_IN_FLIGHT: usize = 256;
 /// Commands handled before the changes among them are published.
 const BATCH: usize = 4_096;
-/// Longest pause between attempts to reach NATS.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the node offers this shell.
 pub(crate) trait Local: Send + Sync + 'static {
@@ -287,7 +285,7 @@ impl Shell {
     /// Connects (trying again with a growing pause) and opens the bucket;
     /// `None` at `stop`.
     async fn connect(self) -> Option<Nats> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let commands = self.remote.commands.clone();
             let options = async_nats::ConnectOptions::new()
@@ -314,11 +312,9 @@ impl Shell {
                     Err(e) => tracing::warn!(error = %e, "cross-node presence cannot reach NATS; trying again"),
                 },
             }
-            tokio::select! {
-                _ = self.stop.cancelled() => return None,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&self.stop).await {
+                return None;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -328,20 +324,12 @@ impl Shell {
     async fn bucket(self, client: async_nats::Client, into: Arc<OnceLock<kv::Store>>) {
         let js = jetstream::new(client);
         let config = jetstream::stream::Config {
-            name: format!("KV_{LAST_SEEN_BUCKET}"),
-            description: Some("heartline last seen of users gone offline".into()),
-            subjects: vec![format!("$KV.{LAST_SEEN_BUCKET}.>")],
-            max_messages_per_subject: 1,
             max_message_size: 64,
             storage: jetstream::stream::StorageType::File,
             num_replicas: self.replicas,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
+            ..super::kv_stream(LAST_SEEN_BUCKET, "heartline last seen of users gone offline")
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             match super::ensure_bucket(&js, LAST_SEEN_BUCKET, config.clone()).await {
                 Ok(store) => {
@@ -350,11 +338,9 @@ impl Shell {
                 }
                 Err(e) => tracing::warn!(error = %e, "no last-seen bucket yet; trying again"),
             }
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&self.stop).await {
+                return;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -509,8 +495,8 @@ impl Shell {
                 }
             }
         }
-        let missing: Vec<u64> = users.iter().zip(&views).filter(|(_, v)| v.is_none()).map(|(&u, _)| u).collect();
-        let mut found = self.local_views(nats.as_ref(), &missing).await.into_iter();
+        let unknown: Vec<u64> = missing(&users, &views).into_iter().map(|(_, user)| user).collect();
+        let mut found = self.local_views(nats.as_ref(), &unknown).await.into_iter();
         let views = views.into_iter().map(|v| v.or_else(|| found.next()).unwrap_or_default()).collect();
         let _ = reply.send(views);
     }
@@ -525,7 +511,7 @@ impl Shell {
                     let store = store.clone();
                     async move { (i, read_last_seen(&store, user).await) }
                 })
-                .buffer_unordered(LAST_SEEN_WRITES)
+                .buffer_unordered(LAST_SEEN_IN_FLIGHT)
                 .collect()
                 .await;
             for (i, last_seen) in read {
@@ -630,7 +616,7 @@ async fn write_last_seen(store: kv::Store, batch: Vec<(u64, u64)>, commands: mps
                     store.put(key(user), Bytes::copy_from_slice(&at.to_be_bytes())).await.err().map(|_| (user, at))
                 }
             })
-            .buffer_unordered(LAST_SEEN_WRITES)
+            .buffer_unordered(LAST_SEEN_IN_FLIGHT)
             .collect()
             .await;
     let unwritten: Vec<(u64, u64)> = written.into_iter().flatten().collect();

@@ -2,21 +2,17 @@
 //! node (for REDIRECT and MOVED), and the map a gateway asks for
 //! (CLUSTER_MAP), SPEC.md §14.
 //!
-//! Owns only the translation of the shell's latest [`ClusterMap`] into the
+//! Owns only the translation of the shell's latest [`ClusterMap`](cluster::ClusterMap) into the
 //! connection machine's terms; the decision to redirect or refuse is the
 //! machine's (`heartline_core::conn`). It must not talk to NATS nor block:
 //! it reads one `Arc` of the map under a read lock held for no `.await`.
 
-use heartline_core::cluster::{self, ClusterMap};
+use heartline_core::cluster;
 use heartline_core::conn::{Owner, RouteMap};
 
 use super::Cluster;
 
 impl Cluster {
-    fn map(&self) -> std::sync::Arc<ClusterMap> {
-        self.shared.map.read().map_or_else(|e| e.into_inner().clone(), |m| m.clone())
-    }
-
     /// The member owning `user` when it is another node; `None` when this
     /// node owns it or before the first map (a node serves its clients
     /// rather than send them nowhere).

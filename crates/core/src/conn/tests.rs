@@ -364,6 +364,11 @@ fn pushed_statuses(msgs: &[Message], user: u64) -> Vec<Status> {
 
 // AWAIT_HELLO
 
+/// A gateway's OPEN entry: `user` online on the web.
+fn web(user: u64) -> OpenEntry {
+    OpenEntry { user, device: Device::Web, status: Status::Online }
+}
+
 #[test]
 fn await_hello_refuses_any_other_frame_and_leaves_no_session() {
     for first in [heartbeat(), Message::Bye, Message::Stats { req: 1 }, Message::Ok { req: 1 }] {
@@ -652,8 +657,7 @@ fn a_gateway_opens_renews_and_closes_sub_sessions() {
     let mut w = World::new();
     let watcher = w.watcher(&[5, 6]);
     let gw = w.gateway();
-    let open = |user| OpenEntry { user, device: Device::Web, status: Status::Online };
-    w.send(gw, Message::Open { req: 1, entries: vec![open(5), open(6)] });
+    w.send(gw, Message::Open { req: 1, entries: vec![web(5), web(6)] });
     let sessions = match w.take(gw).as_slice() {
         [Message::Opened { req: 1, sessions }] => sessions.clone(),
         other => panic!("{other:?}"),
@@ -690,16 +694,15 @@ fn a_gateway_opens_renews_and_closes_sub_sessions() {
 #[test]
 fn a_gateway_bye_ends_all_its_sessions_and_a_loss_puts_them_in_grace() {
     let mut w = World::new();
-    let open = |user| OpenEntry { user, device: Device::Web, status: Status::Online };
     let gw = w.gateway();
-    w.send(gw, Message::Open { req: 1, entries: vec![open(5), open(6)] });
+    w.send(gw, Message::Open { req: 1, entries: vec![web(5), web(6)] });
     w.take(gw);
     w.send(gw, Message::Bye);
     assert!(w.closed(gw));
     assert_eq!(w.presence.totals().sessions, 0);
 
     let gw = w.gateway();
-    w.send(gw, Message::Open { req: 1, entries: vec![open(5), open(6)] });
+    w.send(gw, Message::Open { req: 1, entries: vec![web(5), web(6)] });
     w.drop_transport(gw);
     assert_eq!(w.presence.totals().online_users, 2, "in grace: still online");
     w.advance(u64::from(GRACE_MS) + 2 * TICK_MS);
@@ -740,8 +743,7 @@ fn a_refused_open_leaves_no_trace() {
     let watcher = w.watcher(&[1, 5]);
     let before = (w.status_of(watcher, 1), w.status_of(watcher, 5));
     let gw = w.gateway();
-    let open = |user| OpenEntry { user, device: Device::Web, status: Status::Online };
-    w.send(gw, Message::Open { req: 1, entries: vec![open(5), open(1)] });
+    w.send(gw, Message::Open { req: 1, entries: vec![web(5), web(1)] });
     assert_eq!(codes(&w.take(gw)), [Some(ErrorCode::LimitExceeded)], "user 1 is at its cap");
     assert!(w.take(watcher).is_empty(), "no watcher saw anything");
     assert_eq!((w.status_of(watcher, 1), w.status_of(watcher, 5)), before);
@@ -823,8 +825,7 @@ fn an_open_naming_a_user_owned_elsewhere_is_refused_whole_with_moved() {
     w.in_cluster("hl-1");
     let (mine, other) = w.users_of("hl-1");
     let gw = w.gateway();
-    let entry = |user| OpenEntry { user, device: Device::Web, status: Status::Online };
-    w.send(gw, Message::Open { req: 3, entries: vec![entry(mine), entry(other)] });
+    w.send(gw, Message::Open { req: 3, entries: vec![web(mine), web(other)] });
     match w.take(gw).as_slice() {
         [Message::Error { req: 3, code, message }] => {
             assert_eq!(ErrorCode::from_u16(*code), Some(ErrorCode::Moved));
@@ -835,7 +836,7 @@ fn an_open_naming_a_user_owned_elsewhere_is_refused_whole_with_moved() {
     }
     assert!(!w.closed(gw), "MOVED does not close");
     assert_eq!(w.presence.totals().sessions, 0, "all or nothing");
-    w.send(gw, Message::Open { req: 4, entries: vec![entry(mine)] });
+    w.send(gw, Message::Open { req: 4, entries: vec![web(mine)] });
     assert!(matches!(w.take(gw).as_slice(), [Message::Opened { req: 4, sessions }] if sessions.len() == 1));
 }
 
@@ -848,7 +849,7 @@ fn a_single_node_answers_the_map_with_itself_and_refuses_nothing() {
         [Message::ClusterMapReply { req: 1, version: 0, partitions: 1, members }] => assert_eq!(members.len(), 1),
         other => panic!("no CLUSTER_MAP_REPLY: {other:?}"),
     }
-    let entries = (1..=50).map(|user| OpenEntry { user, device: Device::Web, status: Status::Online }).collect();
+    let entries = (1..=50).map(web).collect();
     w.send(gw, Message::Open { req: 2, entries });
     assert!(matches!(w.take(gw).as_slice(), [Message::Opened { req: 2, sessions }] if sessions.len() == 50));
     for user in 100..110 {
@@ -859,10 +860,9 @@ fn a_single_node_answers_the_map_with_itself_and_refuses_nothing() {
 #[test]
 fn a_gateway_s_status_change_for_a_user_that_moved_away_gets_moved() {
     let mut w = World::new();
-    let entry = |user| OpenEntry { user, device: Device::Web, status: Status::Online };
     let gw = w.gateway();
     // Opened while this node was alone; then it joins a cluster where hl-3 owns user 1.
-    w.send(gw, Message::Open { req: 1, entries: vec![entry(1), entry(4)] });
+    w.send(gw, Message::Open { req: 1, entries: vec![web(1), web(4)] });
     let sessions = match w.take(gw).as_slice() {
         [Message::Opened { sessions, .. }] => sessions.clone(),
         other => panic!("no OPENED: {other:?}"),
