@@ -192,7 +192,7 @@ impl FeedLog {
                 }
                 Err(Refused::Duplicate) => {
                     tracing::debug!(post = item.post, "post id taken in the stream; drawing another");
-                    item.post = shell.feed.new_post(item.author, item.kind, Bytes::new(), now_ms()).id;
+                    item.post = shell.feed.next_post_id(now_ms());
                 }
                 Err(Refused::Unavailable) => return unavailable(req),
             }

@@ -25,8 +25,9 @@
 //! Against a cluster of servers (SPEC.md §14) give the client several
 //! addresses ([`ClientConfig::with_seeds`]): it tries them in order, on the
 //! first connection and on every reconnection. A server that does not own
-//! the user answers REDIRECT; the client follows it to the owner's `addr`
-//! (at most [`ClientConfig::max_redirects`] in a row) and remembers the
+//! the user answers REDIRECT; the client follows it to the owner's `addr`,
+//! or over TLS to its `tls` address (at most [`ClientConfig::max_redirects`]
+//! in a row) and remembers the
 //! owner for its reconnections until connecting to it fails — then it goes
 //! back to the seeds, one of which redirects it to the new owner. A gateway
 //! is never redirected: it reads the map with [`Client::cluster_map`] (or

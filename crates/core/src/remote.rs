@@ -162,8 +162,10 @@ pub fn follows(map: &ClusterMap, me: &str, partition: u32) -> bool {
 
 /// Which of `partitions` have a different owner in `new` than in `old`.
 pub fn moved(old: &ClusterMap, new: &ClusterMap, partitions: &[u32]) -> Vec<u32> {
-    let name = |map: &ClusterMap, p| map.owner(p).map(|m| m.node.clone());
-    partitions.iter().copied().filter(|&p| name(old, p) != name(new, p)).collect()
+    fn owner(map: &ClusterMap, partition: u32) -> Option<&str> {
+        map.owner(partition).map(|m| m.node.as_str())
+    }
+    partitions.iter().copied().filter(|&p| owner(old, p) != owner(new, p)).collect()
 }
 
 #[cfg(test)]

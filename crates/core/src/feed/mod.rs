@@ -228,7 +228,12 @@ impl Feed {
 
     /// A new post with a fresh id; not visible until [`Feed::publish`].
     pub fn new_post(&self, author: u64, kind: u8, payload: Bytes, now_ms: u64) -> Arc<Post> {
-        Arc::new(Post::new(self.ids.next(now_ms), author, kind, payload))
+        Arc::new(Post::new(self.next_post_id(now_ms), author, kind, payload))
+    }
+
+    /// A new post id, never drawn before by this node.
+    pub fn next_post_id(&self, now_ms: u64) -> u64 {
+        self.ids.next(now_ms)
     }
 
     fn pushed(&self, author: u64) -> bool {
